@@ -1,0 +1,2 @@
+/* mta/cli.c: placeholder, being written */
+typedef int placeholder_cli;

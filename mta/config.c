@@ -1,0 +1,2 @@
+/* mta/config.c: placeholder, being written */
+typedef int placeholder_config;

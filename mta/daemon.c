@@ -1,0 +1,2 @@
+/* mta/daemon.c: placeholder, being written */
+typedef int placeholder_daemon;

@@ -1,0 +1,2 @@
+/* queue/qcli.c: placeholder, being written */
+typedef int placeholder_qcli;

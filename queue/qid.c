@@ -1,0 +1,2 @@
+/* queue/qid.c: placeholder, being written */
+typedef int placeholder_qid;

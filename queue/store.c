@@ -1,0 +1,2 @@
+/* queue/store.c: placeholder, being written */
+typedef int placeholder_store;

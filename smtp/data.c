@@ -1,0 +1,2 @@
+/* smtp/data.c: placeholder, being written */
+typedef int placeholder_data;

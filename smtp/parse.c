@@ -1,0 +1,2 @@
+/* smtp/parse.c: placeholder, being written */
+typedef int placeholder_parse;

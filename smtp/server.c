@@ -1,0 +1,2 @@
+/* smtp/server.c: placeholder, being written */
+typedef int placeholder_server;

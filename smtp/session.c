@@ -1,0 +1,2 @@
+/* smtp/session.c: placeholder, being written */
+typedef int placeholder_session;
