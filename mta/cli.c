@@ -1,2 +1,248 @@
-/* mta/cli.c: placeholder, being written */
-typedef int placeholder_cli;
+/* cli.c - see cli.h */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mta/config.h"
+#include "mta/daemon.h"
+#include "mta/log.h"
+#include "queue/qcli.h"
+
+static const char main_help[] =
+	"NAME\n"
+	"    strictrelay - an outbound SMTP relay that enforces transport security\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    strictrelay [-c FILE] [-d] COMMAND [ARGS]\n"
+	"    strictrelay --version | --help | COMMAND --help\n"
+	"\n"
+	"DESCRIPTION\n"
+	"    strictrelay accepts mail over SMTP from internal hosts, applications and\n"
+	"    containers, queues it durably in SQLite (the 250 reply is sent only after\n"
+	"    the message is on disk) and delivers it to the recipient domains' MX\n"
+	"    hosts. It offers STARTTLS and, inside TLS, REQUIRETLS (RFC 8689).\n"
+	"\n"
+	"COMMANDS\n"
+	"    serve           run the relay in the foreground, logging to stderr\n"
+	"    check-config    validate the configuration and print the effective settings\n"
+	"    queue list      list queued messages: id, age, size, sender, recipients,\n"
+	"                    state and last error\n"
+	"    queue show ID   show one message: envelope, flags, client, recipients,\n"
+	"                    history and headers (--body for the whole message)\n"
+	"    version         print the version\n"
+	"\n"
+	"    Run `strictrelay COMMAND --help` for a command's own options.\n"
+	"\n"
+	"OPTIONS\n"
+	"    -c, --config FILE\n"
+	"        The configuration file (default " CONFIG_DEFAULT_PATH ").\n"
+	"    -d, --debug\n"
+	"        Log debug messages (protocol state changes).\n"
+	"    -h, --help\n"
+	"        Print this help.\n"
+	"    -V, --version\n"
+	"        Print the version.\n"
+	"\n"
+	"ENVIRONMENT\n"
+	"    STRICTRELAY_<SECTION>_<KEY>\n"
+	"        Overrides a configuration key, e.g. STRICTRELAY_SERVER_HOSTNAME or\n"
+	"        STRICTRELAY_DELIVERY_REQUIRE_TLS=yes. Wins over the file.\n"
+	"        STRICTRELAY_ROUTES_DEFAULT sets the default route (\"*\").\n"
+	"\n"
+	"FILES\n"
+	"    " CONFIG_DEFAULT_PATH "\n"
+	"        The configuration; see etc/strictrelay.conf for every key.\n"
+	"    STATE_DIR/queue.db\n"
+	"        The queue (SQLite, WAL). Back up with `sqlite3 queue.db .backup`.\n"
+	"\n"
+	"EXIT STATUS\n"
+	"    0 success, 1 runtime or configuration error, 2 usage error.\n"
+	"\n"
+	"EXAMPLES\n"
+	"    strictrelay -c /etc/strictrelay/strictrelay.conf check-config\n"
+	"    strictrelay serve\n"
+	"    strictrelay queue list\n";
+
+static const char serve_help[] =
+	"NAME\n"
+	"    strictrelay serve - run the relay\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    strictrelay [-c FILE] [-d] serve\n"
+	"\n"
+	"DESCRIPTION\n"
+	"    Listens on every [server] listen address, accepts mail from relay_networks\n"
+	"    (and for accept_domains from anyone), and queues it in [queue] state_dir.\n"
+	"    Runs in the foreground and logs one key=value line per event to stderr\n"
+	"    ([log] format = json for JSON lines).\n"
+	"\n"
+	"SIGNALS\n"
+	"    SIGTERM, SIGINT  stop accepting, let open transactions finish (at most\n"
+	"                     10 s), then exit 0. A second signal closes at once.\n"
+	"                     Acknowledged mail is never lost: it is on disk before\n"
+	"                     the 250 reply.\n"
+	"    SIGHUP           reserved for configuration reload (not yet implemented).\n";
+
+static const char check_help[] =
+	"NAME\n"
+	"    strictrelay check-config - validate the configuration\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    strictrelay [-c FILE] check-config\n"
+	"\n"
+	"DESCRIPTION\n"
+	"    Reads the configuration file and the STRICTRELAY_* environment, checks\n"
+	"    every value and the files it names (certificate and key, CA file), and\n"
+	"    prints the effective configuration with the origin of each value.\n"
+	"    On error prints FILE:LINE: reason and exits 1.\n";
+
+static const char queue_help[] =
+	"NAME\n"
+	"    strictrelay queue - inspect the queue\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    strictrelay [-c FILE] queue list\n"
+	"    strictrelay [-c FILE] queue show ID [--body]\n"
+	"\n"
+	"DESCRIPTION\n"
+	"    list   one line per message (id, age, size, flags, sender, number of\n"
+	"           recipients, state) and one indented line per recipient with its\n"
+	"           state, attempts and last reply.\n"
+	"    show   everything known about one message; --body prints the whole\n"
+	"           message instead of its header section.\n"
+	"    Both read the database directly and work while `serve` runs.\n";
+
+struct command {
+	const char *name;
+	const char *help;
+	bool needs_config;
+	int (*run)(const struct config *cfg, int argc, char **argv);
+};
+
+static int run_serve(const struct config *cfg, int argc, char **argv)
+{
+	if (argc > 1)
+		return cli_usage_error("serve", "unexpected argument \"%s\"", argv[1]);
+	return daemon_serve(cfg);
+}
+
+static int run_check(const struct config *cfg, int argc, char **argv)
+{
+	if (argc > 1)
+		return cli_usage_error("check-config", "unexpected argument \"%s\"", argv[1]);
+	config_print(cfg, stdout);
+	fprintf(stderr, "strictrelay: %s: configuration OK\n", cfg->path);
+	return EXIT_OK;
+}
+
+static int run_version(const struct config *cfg, int argc, char **argv)
+{
+	(void)cfg;
+	(void)argc;
+	(void)argv;
+	printf("strictrelay %s\n", STRICTRELAY_VERSION);
+	return EXIT_OK;
+}
+
+static const struct command commands[] = {
+	{ "serve", serve_help, true, run_serve },
+	{ "check-config", check_help, true, run_check },
+	{ "queue", queue_help, true, qcli_main },
+	{ "version", NULL, false, run_version },
+};
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "strictrelay: %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nRun `strictrelay %s --help` for usage.\n", cmd);
+	return EXIT_USAGE;
+}
+
+static bool is_help(const char *a)
+{
+	return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0;
+}
+
+int cli_main(int argc, char **argv, char **envp)
+{
+	const char *config_path = NULL;
+	bool debug = false;
+	bool help = false;
+	/* Global options may come before or after the command; everything
+	 * else is kept, in order, for the command. */
+	char **rest = calloc((size_t)argc + 1, sizeof(*rest));
+	if (rest == NULL)
+		return EXIT_RUNTIME;
+	int nrest = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			if (i + 1 >= argc) {
+				free(rest);
+				fprintf(stderr, "strictrelay: %s needs a file name\n", a);
+				return EXIT_USAGE;
+			}
+			config_path = argv[++i];
+		} else if (strncmp(a, "--config=", 9) == 0) {
+			config_path = a + 9;
+		} else if (strcmp(a, "-d") == 0 || strcmp(a, "--debug") == 0) {
+			debug = true;
+		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+			free(rest);
+			printf("strictrelay %s\n", STRICTRELAY_VERSION);
+			return EXIT_OK;
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			help = true;
+		} else {
+			rest[nrest++] = argv[i];
+		}
+	}
+	if (nrest == 0 || (help && nrest == 0) || (nrest == 1 && strcmp(rest[0], "help") == 0)) {
+		free(rest);
+		fputs(main_help, help || nrest > 0 ? stdout : stderr);
+		return help || nrest > 0 ? EXIT_OK : EXIT_USAGE;
+	}
+	const struct command *cmd = NULL;
+	for (size_t i = 0; i < SR_ARRAY_LEN(commands); i++)
+		if (strcmp(commands[i].name, rest[0]) == 0)
+			cmd = &commands[i];
+	if (cmd == NULL) {
+		fprintf(stderr, "strictrelay: unknown command \"%s\"\nRun `strictrelay --help` for the list of commands.\n",
+			rest[0]);
+		free(rest);
+		return EXIT_USAGE;
+	}
+	if (help || (nrest > 1 && is_help(rest[1]))) {
+		fputs(cmd->help ? cmd->help : main_help, stdout);
+		free(rest);
+		return EXIT_OK;
+	}
+	log_setup(LOG_FORMAT_TEXT, debug);
+	struct config cfg;
+	config_init(&cfg);
+	if (cmd->needs_config) {
+		char err[1024];
+		if (config_path == NULL)
+			config_path = CONFIG_DEFAULT_PATH;
+		config_free(&cfg);
+		if (config_load(&cfg, config_path, envp, err, sizeof(err)) < 0 ||
+		    config_check_files(&cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "strictrelay: %s\n", err);
+			config_free(&cfg);
+			free(rest);
+			return EXIT_RUNTIME;
+		}
+		log_setup(cfg.log.format, debug);
+	}
+	int rc = cmd->run(&cfg, nrest, rest);
+	config_free(&cfg);
+	free(rest);
+	return rc;
+}

@@ -1,2 +1,144 @@
-/* mta/daemon.c: placeholder, being written */
-typedef int placeholder_daemon;
+/* daemon.c - see daemon.h */
+#include "daemon.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "mta/log.h"
+#include "queue/store.h"
+#include "smtp/server.h"
+#include "smtp/tls.h"
+
+struct daemon {
+	uv_loop_t loop;
+	const struct config *cfg;
+	struct store *store;
+	struct smtp_server *server;
+	uv_signal_t sigterm, sigint, sighup;
+	uv_timer_t grace;
+	bool stopping;
+};
+
+static void on_closed_noop(uv_handle_t *h)
+{
+	(void)h;
+}
+
+/* The last step of a stop: everything acknowledged is committed. */
+static void on_server_drained(void *arg)
+{
+	struct daemon *d = arg;
+	d->server = NULL;
+	uv_timer_stop(&d->grace);
+	uv_close((uv_handle_t *)&d->grace, on_closed_noop);
+	struct store_stats stats;
+	store_get_stats(d->store, &stats);
+	store_close(d->store);
+	d->store = NULL;
+	log_info("main", "stopped: store commits=%llu operations=%llu largest_batch=%llu",
+		 stats.commits, stats.ops, stats.max_batch);
+	uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
+	uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
+	uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
+}
+
+static void on_grace_expired(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	log_warn("main", "shutdown grace period (%ds) over: closing %u remaining connections",
+		 SHUTDOWN_GRACE_SECONDS, d->server ? smtp_server_connections(d->server) : 0);
+	if (d->server != NULL)
+		smtp_server_force_close(d->server);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+	struct daemon *d = s->data;
+	if (d->stopping) {
+		log_warn("main", "signal %d again: closing connections now", signum);
+		if (d->server != NULL)
+			smtp_server_force_close(d->server);
+		return;
+	}
+	d->stopping = true;
+	log_info("main", "signal %d: stopping (no new connections; finishing open transactions, at most %ds)",
+		 signum, SHUTDOWN_GRACE_SECONDS);
+	uv_timer_start(&d->grace, on_grace_expired, SHUTDOWN_GRACE_SECONDS * 1000, 0);
+	smtp_server_shutdown(d->server, on_server_drained, d);
+}
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+	(void)s;
+	(void)signum;
+	log_warn("main", "SIGHUP: configuration reload is not implemented yet; restart to apply changes");
+}
+
+int daemon_serve(const struct config *cfg)
+{
+	struct daemon d;
+	memset(&d, 0, sizeof(d));
+	d.cfg = cfg;
+	char err[512];
+
+	signal(SIGPIPE, SIG_IGN);
+	log_info("main", "strictrelay %s starting hostname=%s state_dir=%s", STRICTRELAY_VERSION,
+		 cfg->server.hostname, cfg->queue.state_dir);
+
+	SSL_CTX *tls_ctx = NULL;
+	if (cfg->server.tls_cert[0] != '\0') {
+		tls_ctx = tls_server_ctx_new(cfg->server.tls_cert, cfg->server.tls_key, err,
+					     sizeof(err));
+		if (tls_ctx == NULL) {
+			log_error("main", "%s: %s", config_origin(cfg, "server", "tls_cert"), err);
+			return 1;
+		}
+	} else {
+		log_warn("main", "no tls_cert configured: STARTTLS and REQUIRETLS are not offered to clients");
+	}
+
+	if (uv_loop_init(&d.loop) != 0) {
+		log_error("main", "cannot initialise the event loop");
+		SSL_CTX_free(tls_ctx);
+		return 1;
+	}
+	int rc = 1;
+	if (store_open(&d.store, &d.loop, cfg->queue.state_dir, err, sizeof(err)) < 0) {
+		log_error("main", "queue: %s", err);
+		goto out;
+	}
+	struct smtp_server_params params = {
+		.cfg = cfg,
+		.tls_ctx = tls_ctx,
+		.store = d.store,
+	};
+	if (smtp_server_start(&d.server, &d.loop, &params, err, sizeof(err)) < 0) {
+		log_error("main", "%s", err);
+		store_close(d.store);
+		d.store = NULL;
+		goto out;
+	}
+	uv_timer_init(&d.loop, &d.grace);
+	d.grace.data = &d;
+	uv_signal_init(&d.loop, &d.sigterm);
+	uv_signal_init(&d.loop, &d.sigint);
+	uv_signal_init(&d.loop, &d.sighup);
+	d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+	uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+	uv_signal_start(&d.sighup, on_sighup, SIGHUP);
+	log_info("main", "ready");
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	rc = 0;
+out:
+	/* Let close callbacks run, then the loop must be empty. */
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&d.loop) != 0)
+		log_error("main", "event loop still has open handles at exit");
+	SSL_CTX_free(tls_ctx);
+	return rc;
+}

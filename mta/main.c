@@ -1,7 +1,7 @@
-/* main.c - placeholder until the CLI lands */
-#include <stdio.h>
-int main(void)
+/* main.c - strictrelay entry point; everything else is in cli.c */
+#include "mta/cli.h"
+
+int main(int argc, char **argv, char **envp)
 {
-	puts("strictrelay " STRICTRELAY_VERSION);
-	return 0;
+	return cli_main(argc, argv, envp);
 }

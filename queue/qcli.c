@@ -1,2 +1,228 @@
-/* queue/qcli.c: placeholder, being written */
-typedef int placeholder_qcli;
+/* qcli.c - see qcli.h */
+#include "qcli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mta/cli.h"
+#include "mta/log.h"
+#include "queue/message.h"
+#include "queue/store.h"
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	return t ? (const char *)t : "";
+}
+
+static void fmt_size(char *dst, size_t dstlen, long long n)
+{
+	if (n < 1024)
+		snprintf(dst, dstlen, "%lld", n);
+	else if (n < 1024 * 1024)
+		snprintf(dst, dstlen, "%.1fK", (double)n / 1024);
+	else
+		snprintf(dst, dstlen, "%.1fM", (double)n / (1024 * 1024));
+}
+
+/* Prints the recipients of one message, one indented line each. */
+static int print_recipients(sqlite3 *db, const char *id, int64_t now, const char *indent)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT address, state, attempts, next_attempt, last_reply, route"
+			       " FROM recipients WHERE message_id = ? ORDER BY id",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *state = col_text(st, 1);
+		char next[32] = "";
+		int64_t due = sqlite3_column_int64(st, 3);
+		if (strcmp(state, "queued") == 0) {
+			char d[24];
+			fmt_duration(d, sizeof(d), due - now);
+			snprintf(next, sizeof(next), due <= now ? " due now" : " next in %s", d);
+		}
+		const char *reply = col_text(st, 4);
+		const char *route = col_text(st, 5);
+		printf("%s%-8s %s  attempts=%d%s%s%s%s%s\n", indent, state, col_text(st, 0),
+		       sqlite3_column_int(st, 2), next, *route ? " via " : "", route,
+		       *reply ? "  last: " : "", reply);
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int queue_list(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(
+		db,
+		"SELECT m.id, m.arrival, m.size, m.flags, m.sender, m.held,"
+		" (SELECT count(*) FROM recipients r WHERE r.message_id = m.id),"
+		" (SELECT count(*) FROM recipients r WHERE r.message_id = m.id AND r.state = 'queued')"
+		" FROM messages m ORDER BY m.arrival, m.id",
+		-1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		fprintf(stderr, "strictrelay: queue list: %s\n", sqlite3_errmsg(db));
+		return EXIT_RUNTIME;
+	}
+	int64_t now = now_unix();
+	unsigned messages = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (messages == 0)
+			printf("%-12s  %-6s %-7s %-5s %-16s %s\n", "ID", "AGE", "SIZE", "RCPTS",
+			       "STATE", "SENDER / FLAGS");
+		messages++;
+		const char *id = col_text(st, 0);
+		char age[24], size[24], flags[160];
+		fmt_duration(age, sizeof(age), now - sqlite3_column_int64(st, 1));
+		fmt_size(size, sizeof(size), sqlite3_column_int64(st, 2));
+		msg_flags_format((uint32_t)sqlite3_column_int64(st, 3), flags, sizeof(flags));
+		const char *sender = col_text(st, 4);
+		int total = sqlite3_column_int(st, 6), pending = sqlite3_column_int(st, 7);
+		char state[32];
+		if (sqlite3_column_int(st, 5))
+			snprintf(state, sizeof(state), "held");
+		else
+			snprintf(state, sizeof(state), pending ? "queued" : "done");
+		printf("%-12s  %-6s %-7s %-5d %-16s <%s>%s%s\n", id, age, size, total, state, sender,
+		       strcmp(flags, "-") ? " " : "", strcmp(flags, "-") ? flags : "");
+		print_recipients(db, id, now, "      ");
+	}
+	sqlite3_finalize(st);
+	if (messages == 0)
+		printf("Queue is empty.\n");
+	else
+		printf("-- %u message%s\n", messages, messages == 1 ? "" : "s");
+	return EXIT_OK;
+}
+
+static void print_headers(const char *body, size_t len, bool whole)
+{
+	if (whole) {
+		fwrite(body, 1, len, stdout);
+		return;
+	}
+	/* Up to the first empty line, with CR LF shown as LF. */
+	size_t i = 0;
+	while (i < len) {
+		const char *eol = memchr(body + i, '\n', len - i);
+		size_t n = eol ? (size_t)(eol - (body + i)) : len - i;
+		size_t shown = (n > 0 && body[i + n - 1] == '\r') ? n - 1 : n;
+		if (shown == 0)
+			break;
+		printf("  %.*s\n", (int)shown, body + i);
+		i += n + 1;
+	}
+}
+
+static int queue_show(sqlite3 *db, const char *id, bool whole)
+{
+	if (!qid_valid(id)) {
+		fprintf(stderr, "strictrelay: queue show: \"%s\" is not a queue id (12 characters, e.g. from `queue list`)\n",
+			id);
+		return EXIT_USAGE;
+	}
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT m.arrival, m.size, m.flags, m.sender, m.client_addr,"
+			       " m.client_helo, m.client_tls, m.auth_user, m.held, b.data"
+			       " FROM messages m LEFT JOIN bodies b ON b.message_id = m.id"
+			       " WHERE m.id = ?",
+			       -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "strictrelay: queue show: %s\n", sqlite3_errmsg(db));
+		return EXIT_RUNTIME;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		fprintf(stderr, "strictrelay: queue show: no message %s in the queue\n", id);
+		return EXIT_RUNTIME;
+	}
+	int64_t now = now_unix();
+	int64_t arrival = sqlite3_column_int64(st, 0);
+	char when[40], age[24], flags[160];
+	fmt_time_iso(when, sizeof(when), arrival);
+	fmt_duration(age, sizeof(age), now - arrival);
+	msg_flags_format((uint32_t)sqlite3_column_int64(st, 2), flags, sizeof(flags));
+	const char *tls = col_text(st, 6);
+	const char *user = col_text(st, 7);
+	printf("id:          %s\n", id);
+	printf("arrival:     %s (%s ago)\n", when, age);
+	printf("size:        %lld\n", (long long)sqlite3_column_int64(st, 1));
+	printf("sender:      <%s>\n", col_text(st, 3));
+	printf("flags:       %s\n", flags);
+	printf("client:      %s helo=%s tls=%s%s%s\n", col_text(st, 4), col_text(st, 5),
+	       *tls ? tls : "none", *user ? " user=" : "", user);
+	printf("state:       %s\n", sqlite3_column_int(st, 8) ? "held" : "active");
+	printf("recipients:\n");
+	print_recipients(db, id, now, "  ");
+
+	sqlite3_stmt *ev;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT time, kind, recipient, detail FROM events WHERE message_id = ?"
+			       " ORDER BY id",
+			       -1, &ev, NULL) == SQLITE_OK) {
+		printf("history:\n");
+		sqlite3_bind_text(ev, 1, id, -1, SQLITE_STATIC);
+		while (sqlite3_step(ev) == SQLITE_ROW) {
+			char t[40];
+			fmt_time_iso(t, sizeof(t), sqlite3_column_int64(ev, 0));
+			const char *rcpt = col_text(ev, 2);
+			printf("  %s %s%s%s %s\n", t, col_text(ev, 1), *rcpt ? " " : "", rcpt,
+			       col_text(ev, 3));
+		}
+		sqlite3_finalize(ev);
+	}
+	const char *body = sqlite3_column_blob(st, 9);
+	size_t blen = (size_t)sqlite3_column_bytes(st, 9);
+	printf(whole ? "message:\n" : "headers:\n");
+	if (body != NULL)
+		print_headers(body, blen, whole);
+	sqlite3_finalize(st);
+	return EXIT_OK;
+}
+
+int qcli_main(const struct config *cfg, int argc, char **argv)
+{
+	if (argc < 2)
+		return cli_usage_error("queue", "missing subcommand (list or show ID)");
+	const char *sub = argv[1];
+	sqlite3 *db;
+	char err[512];
+	int rc;
+	if (strcmp(sub, "list") == 0) {
+		if (argc > 2)
+			return cli_usage_error("queue", "list takes no arguments");
+		if (store_db_open(&db, cfg->queue.state_dir, err, sizeof(err)) < 0) {
+			fprintf(stderr, "strictrelay: queue: %s\n", err);
+			return EXIT_RUNTIME;
+		}
+		rc = queue_list(db);
+	} else if (strcmp(sub, "show") == 0) {
+		const char *id = NULL;
+		bool whole = false;
+		for (int i = 2; i < argc; i++) {
+			if (strcmp(argv[i], "--body") == 0)
+				whole = true;
+			else if (id == NULL)
+				id = argv[i];
+			else
+				return cli_usage_error("queue", "show takes one queue id");
+		}
+		if (id == NULL)
+			return cli_usage_error("queue", "show needs a queue id");
+		if (store_db_open(&db, cfg->queue.state_dir, err, sizeof(err)) < 0) {
+			fprintf(stderr, "strictrelay: queue: %s\n", err);
+			return EXIT_RUNTIME;
+		}
+		rc = queue_show(db, id, whole);
+	} else {
+		return cli_usage_error("queue", "unknown subcommand \"%s\"", sub);
+	}
+	sqlite3_close(db);
+	return rc;
+}

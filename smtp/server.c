@@ -1,2 +1,662 @@
-/* smtp/server.c: placeholder, being written */
-typedef int placeholder_server;
+/* server.c - see server.h */
+#include "server.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mta/log.h"
+#include "mta/netaddr.h"
+#include "smtp/session.h"
+#include "smtp/tls.h"
+
+#define READ_BUFFER_SIZE 65536
+/* Stop reading from a client whose unread replies or unprocessed input
+ * pile up beyond these (a pipelining client that never reads). */
+#define MAX_PENDING_OUTPUT (256 * 1024)
+#define MAX_PENDING_INPUT (256 * 1024)
+
+struct listener {
+	uv_tcp_t tcp;
+	struct smtp_server *srv;
+	char name[80];
+};
+
+struct conn {
+	struct smtp_server *srv;
+	struct conn *prev, *next;
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	int open_handles;
+	unsigned long long id;
+	char peer[64];
+	uint16_t port;
+
+	struct smtp_session sess;
+	struct tls_conn tls;
+	bool tls_active;      /* bytes on the wire are TLS records */
+	struct buf in;        /* plaintext not yet processed */
+	struct buf out;       /* replies not yet written */
+	size_t write_pending; /* bytes handed to uv_write, not yet completed */
+	bool in_data;         /* reading message content */
+	bool discard_line;    /* skipping the rest of an over-long command line */
+	bool store_pending;   /* a message is being committed */
+	bool reading;
+	bool close_after_flush;
+	bool closing;         /* uv_close called */
+	bool rejected;        /* over max_connections: only a 421 is sent */
+	unsigned commands;
+	uint64_t started_ms;
+};
+
+struct smtp_server {
+	uv_loop_t *loop;
+	const struct config *cfg;
+	SSL_CTX *tls_ctx;
+	struct store *store;
+	struct smtp_session_config sess_cfg;
+	struct listener *listeners;
+	size_t nlisteners;
+	size_t open_listeners;
+	struct conn *conns;
+	unsigned nconns;
+	unsigned long long next_id;
+	bool draining;
+	void (*drained)(void *arg);
+	void *drained_arg;
+	char read_buffer[READ_BUFFER_SIZE]; /* shared: reads are processed at once */
+};
+
+struct write_req {
+	uv_write_t req;
+	struct conn *c;
+	size_t len;
+	char data[];
+};
+
+static void conn_close(struct conn *c);
+static void conn_process(struct conn *c);
+static void conn_flush(struct conn *c);
+
+/* --- lifetime ------------------------------------------------------------ */
+
+static void server_maybe_done(struct smtp_server *srv)
+{
+	if (!srv->draining || srv->nconns > 0 || srv->open_listeners > 0)
+		return;
+	void (*done)(void *) = srv->drained;
+	void *arg = srv->drained_arg;
+	if (srv->tls_ctx != NULL)
+		SSL_CTX_free(srv->tls_ctx);
+	free(srv->listeners);
+	free(srv);
+	if (done != NULL)
+		done(arg);
+}
+
+static void conn_free(struct conn *c)
+{
+	struct smtp_server *srv = c->srv;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	smtp_session_free(&c->sess);
+	tls_conn_free(&c->tls);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c);
+	server_maybe_done(srv);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	/* Free only when both handles are closed and the store no longer
+	 * refers to us. */
+	if (--c->open_handles == 0 && !c->store_pending)
+		conn_free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (!c->rejected) {
+		log_info("smtpd", "disconnect client=%s conn=%llu commands=%u messages=%u duration_ms=%llu",
+			 c->peer, c->id, c->commands, c->sess.messages,
+			 (unsigned long long)(now_ms() - c->started_ms));
+	}
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+/* --- timers -------------------------------------------------------------- */
+
+static void on_timeout(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+	if (c->store_pending || c->closing)
+		return;
+	log_warn("smtpd", "client=%s conn=%llu timeout in state %s", c->peer, c->id,
+		 smtp_state_name(c->sess.state));
+	smtp_session_timeout(&c->sess, &c->out);
+	c->close_after_flush = true;
+	conn_flush(c);
+}
+
+static void arm_timer(struct conn *c)
+{
+	if (c->closing)
+		return;
+	int64_t secs = c->in_data ? c->srv->cfg->server.data_timeout
+				  : c->srv->cfg->server.command_timeout;
+	uv_timer_start(&c->timer, on_timeout, (uint64_t)secs * 1000u, 0);
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status)
+{
+	struct write_req *w = (struct write_req *)req;
+	struct conn *c = w->c;
+	c->write_pending -= w->len;
+	free(w);
+	if (status < 0) {
+		if (!c->closing)
+			log_info("smtpd", "client=%s conn=%llu write failed: %s", c->peer, c->id,
+				 uv_strerror(status));
+		conn_close(c);
+		return;
+	}
+	if (c->closing)
+		return;
+	if (c->close_after_flush && c->write_pending == 0) {
+		conn_close(c);
+		return;
+	}
+	/* Output drained below the cap: a paused client may go on. */
+	if (!c->reading && c->write_pending < MAX_PENDING_OUTPUT / 2 && !c->store_pending) {
+		conn_process(c);
+	}
+}
+
+static void send_raw(struct conn *c, const char *data, size_t len)
+{
+	if (len == 0 || c->closing)
+		return;
+	struct write_req *w = xmalloc(sizeof(*w) + len);
+	w->c = c;
+	w->len = len;
+	memcpy(w->data, data, len);
+	uv_buf_t b = uv_buf_init(w->data, (unsigned int)len);
+	int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+	if (r < 0) {
+		free(w);
+		log_info("smtpd", "client=%s conn=%llu write failed: %s", c->peer, c->id,
+			 uv_strerror(r));
+		conn_close(c);
+		return;
+	}
+	c->write_pending += len;
+}
+
+/* Sends pending ciphertext produced by the TLS engine. */
+static void flush_tls_output(struct conn *c)
+{
+	struct buf cipher;
+	buf_init(&cipher, 0);
+	tls_take_output(&c->tls, &cipher);
+	send_raw(c, cipher.data, cipher.len);
+	buf_free(&cipher);
+}
+
+static void conn_flush(struct conn *c)
+{
+	if (c->closing)
+		return;
+	if (c->out.len > 0) {
+		if (c->tls_active) {
+			if (tls_write(&c->tls, c->out.data, c->out.len) == TLS_ERROR) {
+				log_info("smtpd", "client=%s conn=%llu %s", c->peer, c->id,
+					 tls_last_error(&c->tls));
+				conn_close(c);
+				return;
+			}
+			flush_tls_output(c);
+		} else {
+			send_raw(c, c->out.data, c->out.len);
+		}
+		buf_reset(&c->out);
+	}
+	if (c->closing)
+		return;
+	if (c->close_after_flush && c->write_pending == 0)
+		conn_close(c);
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct conn *c = h->data;
+	b->base = c->srv->read_buffer;
+	b->len = sizeof(c->srv->read_buffer);
+}
+
+static void start_reading(struct conn *c);
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+	struct conn *c = stream->data;
+	if (nread == 0)
+		return;
+	if (nread < 0) {
+		if (nread != UV_EOF)
+			log_info("smtpd", "client=%s conn=%llu read error: %s", c->peer, c->id,
+				 uv_strerror((int)nread));
+		else if (c->sess.state != SMTP_STATE_CLOSED)
+			log_info("smtpd", "client=%s conn=%llu lost connection in state %s", c->peer,
+				 c->id, smtp_state_name(c->sess.state));
+		conn_close(c);
+		return;
+	}
+	if (c->rejected || c->sess.state == SMTP_STATE_CLOSED)
+		return; /* nothing more is read after QUIT or a fatal error */
+	arm_timer(c);
+	if (!c->tls_active) {
+		buf_append(&c->in, b->base, (size_t)nread);
+	} else {
+		tls_feed(&c->tls, b->base, (size_t)nread);
+		if (!c->tls.done) {
+			enum tls_status st = tls_handshake(&c->tls);
+			flush_tls_output(c);
+			if (st == TLS_ERROR || st == TLS_CLOSED) {
+				log_warn("smtpd", "client=%s conn=%llu TLS handshake failed: %s",
+					 c->peer, c->id, tls_last_error(&c->tls));
+				conn_close(c);
+				return;
+			}
+			if (st == TLS_WANT)
+				return;
+			char info[160];
+			tls_describe(&c->tls, info, sizeof(info));
+			log_info("smtpd", "client=%s conn=%llu starttls %s", c->peer, c->id, info);
+			smtp_session_tls_started(&c->sess, info);
+		}
+		enum tls_status st = tls_read(&c->tls, &c->in);
+		flush_tls_output(c);
+		if (st == TLS_ERROR) {
+			log_info("smtpd", "client=%s conn=%llu %s", c->peer, c->id,
+				 tls_last_error(&c->tls));
+			conn_close(c);
+			return;
+		}
+		if (st == TLS_CLOSED) {
+			conn_process(c);
+			conn_close(c);
+			return;
+		}
+	}
+	conn_process(c);
+}
+
+static void start_reading(struct conn *c)
+{
+	if (c->reading || c->closing)
+		return;
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+		c->reading = true;
+}
+
+static void stop_reading(struct conn *c)
+{
+	if (!c->reading)
+		return;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = false;
+}
+
+/* --- the message store --------------------------------------------------- */
+
+static void on_stored(void *arg, int status, const char *error)
+{
+	struct conn *c = arg;
+	c->store_pending = false;
+	const char *qid = c->sess.qid;
+	if (c->closing) {
+		/* The client went away before it got our answer. */
+		if (status == 0)
+			log_warn("smtpd", "id=%s client=%s stored, but the client disconnected before the 250: it may send the message again",
+				 qid, c->peer);
+		if (c->open_handles == 0)
+			conn_free(c);
+		return;
+	}
+	if (status != 0)
+		log_error("smtpd", "id=%s client=%s cannot store the message: %s", qid, c->peer,
+			  error ? error : "unknown error");
+	smtp_session_queued(&c->sess, status == 0, &c->out);
+	if (c->srv->draining) {
+		smtp_session_shutdown(&c->sess, &c->out, "Service shutting down");
+		c->close_after_flush = true;
+	}
+	conn_flush(c);
+	arm_timer(c);
+	conn_process(c); /* commands pipelined after the message */
+}
+
+static void enqueue(struct conn *c)
+{
+	struct queued_message *m = smtp_session_take_message(&c->sess);
+	char from[300], flags[128];
+	msg_flags_format(m->flags, flags, sizeof(flags));
+	log_info("smtpd", "id=%s client=%s from=<%s> nrcpt=%zu size=%zu tls=%s requiretls=%s flags=%s status=queued",
+		 m->id, c->peer, str_quote(from, sizeof(from), m->sender), m->rcpts.n, m->body_len,
+		 c->sess.tls ? "yes" : "no", (m->flags & MSG_REQUIRETLS) ? "yes" : "no", flags);
+	c->store_pending = true;
+	uv_timer_stop(&c->timer);
+	store_enqueue(c->srv->store, m, on_stored, c);
+}
+
+/* --- the command loop ---------------------------------------------------- */
+
+static void begin_starttls(struct conn *c)
+{
+	/* The 220 goes out in plaintext, then nothing else does. */
+	conn_flush(c);
+	if (c->in.len > 0) {
+		/* CVE-2011-0411: bytes pipelined after STARTTLS must not be
+		 * executed inside the TLS session. */
+		log_warn("smtpd", "client=%s conn=%llu discarded %zu bytes sent after STARTTLS (command injection attempt?)",
+			 c->peer, c->id, c->in.len);
+		buf_reset(&c->in);
+	}
+	if (tls_conn_init_server(&c->tls, c->srv->tls_ctx) < 0) {
+		log_error("smtpd", "client=%s conn=%llu cannot start TLS: %s", c->peer, c->id,
+			  tls_last_error(&c->tls));
+		conn_close(c);
+		return;
+	}
+	c->tls_active = true;
+}
+
+static void handle_action(struct conn *c, enum smtp_action act)
+{
+	switch (act) {
+	case SMTP_ACT_NONE:
+		break;
+	case SMTP_ACT_STARTTLS:
+		begin_starttls(c);
+		break;
+	case SMTP_ACT_DATA:
+		c->in_data = true;
+		arm_timer(c);
+		break;
+	case SMTP_ACT_ENQUEUE:
+		enqueue(c);
+		break;
+	case SMTP_ACT_CLOSE:
+		c->close_after_flush = true;
+		break;
+	}
+}
+
+/* Handles one command line, or an over-long one. false = stop processing. */
+static bool process_line(struct conn *c)
+{
+	char *lf = memchr(c->in.data, '\n', c->in.len);
+	if (lf == NULL) {
+		if (c->in.len > SMTP_MAX_COMMAND_LINE) {
+			/* Keep skipping until the line ends. */
+			c->discard_line = true;
+			buf_reset(&c->in);
+		}
+		return false;
+	}
+	size_t linelen = (size_t)(lf - c->in.data);
+	if (c->discard_line || linelen > SMTP_MAX_COMMAND_LINE) {
+		c->discard_line = false;
+		buf_consume(&c->in, linelen + 1);
+		log_warn("smtpd", "client=%s conn=%llu command line too long", c->peer, c->id);
+		handle_action(c, smtp_session_line_too_long(&c->sess, &c->out));
+		return true;
+	}
+	char line[SMTP_MAX_COMMAND_LINE + 1];
+	size_t n = linelen;
+	if (n > 0 && c->in.data[n - 1] == '\r')
+		n--;
+	memcpy(line, c->in.data, n);
+	line[n] = '\0';
+	buf_consume(&c->in, linelen + 1);
+	c->commands++;
+	handle_action(c, smtp_session_command(&c->sess, line, &c->out));
+	return true;
+}
+
+static void conn_process(struct conn *c)
+{
+	while (!c->closing && !c->store_pending && !c->close_after_flush) {
+		if (c->in.len == 0)
+			break;
+		if (c->in_data) {
+			size_t used = smtp_data_feed(&c->sess.data, c->in.data, c->in.len,
+						     &c->sess.message);
+			buf_consume(&c->in, used);
+			if (!c->sess.data.done)
+				break;
+			c->in_data = false;
+			handle_action(c, smtp_session_data_end(&c->sess, &c->out));
+			continue;
+		}
+		bool was_tls = c->tls_active;
+		if (!process_line(c))
+			break;
+		if (c->tls_active != was_tls)
+			break; /* STARTTLS: input was discarded, handshake next */
+	}
+	conn_flush(c);
+	if (c->closing)
+		return;
+	/* Back-pressure: pause a client that does not read our replies or
+	 * whose input we cannot take now. */
+	bool pause = c->write_pending > MAX_PENDING_OUTPUT || c->in.len > MAX_PENDING_INPUT;
+	if (pause)
+		stop_reading(c);
+	else
+		start_reading(c);
+}
+
+/* --- accepting ----------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+	struct listener *l = ls->data;
+	struct smtp_server *srv = l->srv;
+	if (status < 0) {
+		log_warn("smtpd", "listener %s: accept error: %s", l->name, uv_strerror(status));
+		return;
+	}
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->srv = srv;
+	c->id = ++srv->next_id;
+	c->started_ms = now_ms();
+	buf_init(&c->in, 0);
+	buf_init(&c->out, 0);
+	uv_tcp_init(srv->loop, &c->tcp);
+	uv_timer_init(srv->loop, &c->timer);
+	c->tcp.data = c;
+	c->timer.data = c;
+	c->open_handles = 2;
+	c->next = srv->conns;
+	if (srv->conns != NULL)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+		c->rejected = true;
+		conn_close(c);
+		return;
+	}
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss);
+	bool trusted = false;
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
+		sockaddr_format((struct sockaddr *)&ss, c->peer, sizeof(c->peer), &c->port);
+		trusted = netlist_match(&srv->cfg->server.relay_networks, (struct sockaddr *)&ss);
+	} else {
+		snprintf(c->peer, sizeof(c->peer), "unknown");
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	smtp_session_init(&c->sess, &srv->sess_cfg, c->peer, trusted);
+
+	if (srv->draining || srv->nconns > srv->cfg->server.max_connections) {
+		c->rejected = true;
+		log_warn("smtpd", "client=%s refused: %s (%u connections)", c->peer,
+			 srv->draining ? "shutting down" : "too many connections", srv->nconns - 1);
+		smtp_session_shutdown(&c->sess, &c->out,
+				      srv->draining ? "Service shutting down" : "Too many connections");
+		c->close_after_flush = true;
+		conn_flush(c);
+		return;
+	}
+	log_info("smtpd", "connect client=%s port=%u conn=%llu trusted=%s listener=%s", c->peer,
+		 c->port, c->id, trusted ? "yes" : "no", l->name);
+	smtp_session_greeting(&c->sess, &c->out);
+	conn_flush(c);
+	arm_timer(c);
+	start_reading(c);
+}
+
+/* --- listeners ----------------------------------------------------------- */
+
+static int resolve_listen(const struct hostport *hp, struct sockaddr_storage *ss, char *err,
+			  size_t errlen)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (uv_ip4_addr(hp->host, hp->port, (struct sockaddr_in *)ss) == 0)
+		return 0;
+	if (uv_ip6_addr(hp->host, hp->port, (struct sockaddr_in6 *)ss) == 0)
+		return 0;
+	/* A host name: resolved once at start-up, where blocking is fine. */
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res;
+	char port[8];
+	snprintf(port, sizeof(port), "%u", hp->port);
+	int r = getaddrinfo(hp->host, port, &hints, &res);
+	if (r != 0) {
+		snprintf(err, errlen, "listen %s: %s", hp->host, gai_strerror(r));
+		return -1;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+	struct listener *l = h->data;
+	l->srv->open_listeners--;
+	server_maybe_done(l->srv);
+}
+
+int smtp_server_start(struct smtp_server **out, uv_loop_t *loop,
+		      const struct smtp_server_params *params, char *err, size_t errlen)
+{
+	const struct config *cfg = params->cfg;
+	struct smtp_server *srv = xcalloc(1, sizeof(*srv));
+	srv->loop = loop;
+	srv->cfg = cfg;
+	srv->store = params->store;
+	if (params->tls_ctx != NULL) {
+		SSL_CTX_up_ref(params->tls_ctx);
+		srv->tls_ctx = params->tls_ctx;
+	}
+	srv->sess_cfg = (struct smtp_session_config){
+		.hostname = cfg->server.hostname,
+		.max_message_size = cfg->server.max_message_size,
+		.max_recipients = cfg->server.max_recipients,
+		.tls_available = srv->tls_ctx != NULL,
+		.normalize_bare_newlines = cfg->server.bare_newline == BARE_NEWLINE_NORMALIZE,
+		.accept_domains = &cfg->server.accept_domains,
+	};
+	srv->listeners = xcalloc(cfg->server.nlisten, sizeof(*srv->listeners));
+	for (size_t i = 0; i < cfg->server.nlisten; i++) {
+		const struct hostport *hp = &cfg->server.listen[i];
+		struct listener *l = &srv->listeners[i];
+		l->srv = srv;
+		hostport_format(hp, l->name, sizeof(l->name));
+		struct sockaddr_storage ss;
+		if (resolve_listen(hp, &ss, err, errlen) < 0)
+			goto fail;
+		uv_tcp_init(loop, &l->tcp);
+		l->tcp.data = l;
+		srv->nlisteners++;
+		srv->open_listeners++;
+		/* IPV6ONLY so that 0.0.0.0:25 and [::]:25 can both be bound. */
+		unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+		int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, flags);
+		if (r == 0)
+			r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+		if (r < 0) {
+			snprintf(err, errlen, "listen %s: %s", l->name, uv_strerror(r));
+			goto fail;
+		}
+		log_info("smtpd", "listening on %s starttls=%s", l->name,
+			 srv->tls_ctx ? "yes" : "no");
+	}
+	*out = srv;
+	return 0;
+fail:
+	/* Close what was opened; the server frees itself once they are closed. */
+	srv->draining = true;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		uv_close((uv_handle_t *)&srv->listeners[i].tcp, on_listener_closed);
+	if (srv->nlisteners == 0)
+		server_maybe_done(srv);
+	*out = NULL;
+	return -1;
+}
+
+unsigned smtp_server_connections(const struct smtp_server *srv)
+{
+	return srv->nconns;
+}
+
+void smtp_server_shutdown(struct smtp_server *srv, void (*done)(void *arg), void *arg)
+{
+	srv->draining = true;
+	srv->drained = done;
+	srv->drained_arg = arg;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		uv_close((uv_handle_t *)&srv->listeners[i].tcp, on_listener_closed);
+	srv->nlisteners = 0;
+	struct conn *c = srv->conns;
+	while (c != NULL) {
+		struct conn *next = c->next;
+		/* Sessions inside a transaction finish it first (on_stored says 421). */
+		if (!c->closing && !c->in_data && !c->store_pending) {
+			smtp_session_shutdown(&c->sess, &c->out, "Service shutting down");
+			c->close_after_flush = true;
+			conn_flush(c);
+		}
+		c = next;
+	}
+	server_maybe_done(srv);
+}
+
+void smtp_server_force_close(struct smtp_server *srv)
+{
+	for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+		if (!c->closing) {
+			log_warn("smtpd", "client=%s conn=%llu closed at shutdown in state %s", c->peer,
+				 c->id, smtp_state_name(c->sess.state));
+			conn_close(c);
+		}
+	}
+}

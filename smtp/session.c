@@ -1,2 +1,584 @@
-/* smtp/session.c: placeholder, being written */
-typedef int placeholder_session;
+/* session.c - see session.h */
+#include "session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mta/log.h"
+#include "smtp/parse.h"
+
+#define DEFAULT_MAX_ERRORS 20
+#define MAX_RECEIVED_HEADERS 100 /* loop detection (RFC 5321 6.3) */
+#define MAX_HELO 255
+
+static const char *const state_names[] = {
+	[SMTP_STATE_CONNECTED] = "connected", [SMTP_STATE_READY] = "ready",
+	[SMTP_STATE_MAIL] = "mail",           [SMTP_STATE_RCPT] = "rcpt",
+	[SMTP_STATE_DATA] = "data",           [SMTP_STATE_QUEUEING] = "queueing",
+	[SMTP_STATE_CLOSED] = "closed",
+};
+
+const char *smtp_state_name(enum smtp_state st)
+{
+	return state_names[st];
+}
+
+static void session_set_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (s->state != st)
+		log_debug("smtpd", "client=%s state %s -> %s", s->client_addr,
+			  state_names[s->state], state_names[st]);
+	s->state = st;
+}
+
+static void reply(struct buf *out, const char *fmt, ...) SR_PRINTF(2, 3);
+static void reply(struct buf *out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(out, fmt, ap);
+	va_end(ap);
+	buf_append(out, "\r\n", 2);
+}
+
+void smtp_session_init(struct smtp_session *s, const struct smtp_session_config *cfg,
+		       const char *client_addr, bool client_trusted)
+{
+	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	snprintf(s->client_addr, sizeof(s->client_addr), "%s", client_addr);
+	s->client_trusted = client_trusted;
+	s->state = SMTP_STATE_CONNECTED;
+	buf_init(&s->message, 0);
+}
+
+static void transaction_reset(struct smtp_session *s)
+{
+	free(s->sender);
+	s->sender = NULL;
+	s->qid[0] = '\0';
+	s->flags = 0;
+	strlist_free(&s->rcpts);
+	buf_free(&s->message);
+	if (s->ready != NULL) {
+		queued_message_free(s->ready);
+		free(s->ready);
+		s->ready = NULL;
+	}
+	if (s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT ||
+	    s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_QUEUEING)
+		session_set_state(s, SMTP_STATE_READY);
+}
+
+void smtp_session_free(struct smtp_session *s)
+{
+	transaction_reset(s);
+	free(s->helo);
+	s->helo = NULL;
+}
+
+void smtp_session_greeting(struct smtp_session *s, struct buf *out)
+{
+	reply(out, "220 %s ESMTP strictrelay", s->cfg->hostname);
+}
+
+/* Counts a client error; after too many the session ends. */
+static enum smtp_action client_error(struct smtp_session *s, struct buf *out)
+{
+	unsigned max = s->cfg->max_errors ? s->cfg->max_errors : DEFAULT_MAX_ERRORS;
+	if (++s->errors < max)
+		return SMTP_ACT_NONE;
+	log_warn("smtpd", "client=%s too many errors (%u), disconnecting", s->client_addr,
+		 s->errors);
+	reply(out, "421 4.7.0 %s Too many errors; closing connection", s->cfg->hostname);
+	session_set_state(s, SMTP_STATE_CLOSED);
+	return SMTP_ACT_CLOSE;
+}
+
+/* Keeps printable ASCII; anything else becomes '?', so the value is safe in
+ * a Received: header. */
+static char *sanitize_helo(const char *arg)
+{
+	size_t n = strlen(arg);
+	if (n > MAX_HELO)
+		n = MAX_HELO;
+	char *h = xstrndup(arg, n);
+	for (char *p = h; *p != '\0'; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '(' ||
+		    *p == ')' || *p == ';')
+			*p = '?';
+	return h;
+}
+
+static void do_helo(struct smtp_session *s, struct smtp_cmd *cmd, bool esmtp, struct buf *out)
+{
+	transaction_reset(s);
+	free(s->helo);
+	s->helo = sanitize_helo(cmd->arg);
+	s->esmtp = esmtp;
+	session_set_state(s, SMTP_STATE_READY);
+	if (!esmtp) {
+		reply(out, "250 %s", s->cfg->hostname);
+		return;
+	}
+	reply(out, "250-%s greets %s [%s]", s->cfg->hostname, s->helo, s->client_addr);
+	reply(out, "250-PIPELINING");
+	reply(out, "250-SIZE %llu", (unsigned long long)s->cfg->max_message_size);
+	reply(out, "250-8BITMIME");
+	reply(out, "250-ENHANCEDSTATUSCODES");
+	if (s->cfg->tls_available && !s->tls)
+		reply(out, "250-STARTTLS");
+	/* RFC 8689: REQUIRETLS only on a TLS session. */
+	if (s->tls)
+		reply(out, "250-REQUIRETLS");
+	reply(out, "250 SMTPUTF8");
+}
+
+static bool parse_size(const char *v, uint64_t *out)
+{
+	uint64_t n = 0;
+	if (v == NULL || *v == '\0' || strlen(v) > 20)
+		return false;
+	for (; *v != '\0'; v++) {
+		if (*v < '0' || *v > '9')
+			return false;
+		unsigned d = (unsigned)(*v - '0');
+		if (n > (UINT64_MAX - d) / 10)
+			return false;
+		n = n * 10 + d;
+	}
+	*out = n;
+	return true;
+}
+
+static bool seen_param(const struct smtp_cmd *cmd, size_t upto, const char *key)
+{
+	for (size_t i = 0; i < upto; i++)
+		if (str_ieq(cmd->params[i].key, key))
+			return true;
+	return false;
+}
+
+static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, struct buf *out)
+{
+	if (s->state == SMTP_STATE_CONNECTED) {
+		reply(out, "503 5.5.1 Send EHLO or HELO first");
+		return client_error(s, out);
+	}
+	if (s->state != SMTP_STATE_READY) {
+		reply(out, "503 5.5.1 Nested MAIL command");
+		return client_error(s, out);
+	}
+	uint32_t flags = 0;
+	for (size_t i = 0; i < cmd->nparams; i++) {
+		const struct smtp_param *p = &cmd->params[i];
+		if (seen_param(cmd, i, p->key)) {
+			reply(out, "501 5.5.4 Duplicate parameter %s", p->key);
+			return client_error(s, out);
+		}
+		if (str_ieq(p->key, "SIZE")) {
+			uint64_t size;
+			if (!parse_size(p->value, &size)) {
+				reply(out, "501 5.5.4 Bad SIZE value");
+				return client_error(s, out);
+			}
+			if (size > s->cfg->max_message_size) {
+				reply(out, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
+				      (unsigned long long)s->cfg->max_message_size);
+				return SMTP_ACT_NONE;
+			}
+		} else if (str_ieq(p->key, "BODY")) {
+			if (p->value != NULL && str_ieq(p->value, "8BITMIME")) {
+				flags |= MSG_BODY_8BITMIME;
+			} else if (p->value == NULL || !str_ieq(p->value, "7BIT")) {
+				reply(out, "501 5.5.4 BODY must be 7BIT or 8BITMIME");
+				return client_error(s, out);
+			}
+		} else if (str_ieq(p->key, "SMTPUTF8")) {
+			if (p->value != NULL) {
+				reply(out, "501 5.5.4 SMTPUTF8 takes no value");
+				return client_error(s, out);
+			}
+			flags |= MSG_SMTPUTF8;
+		} else if (str_ieq(p->key, "REQUIRETLS")) {
+			/* RFC 8689 section 4: only valid on a TLS session, where we
+			 * advertised it. 5.7.10 = Encryption needed. */
+			if (!s->tls) {
+				reply(out, "530 5.7.10 REQUIRETLS needs a TLS session: issue STARTTLS first");
+				return client_error(s, out);
+			}
+			if (p->value != NULL) {
+				reply(out, "501 5.5.4 REQUIRETLS takes no value");
+				return client_error(s, out);
+			}
+			flags |= MSG_REQUIRETLS;
+		} else {
+			reply(out, "555 5.5.4 Unsupported parameter %s", p->key);
+			return client_error(s, out);
+		}
+	}
+	if (cmd->path.has_utf8 && !(flags & MSG_SMTPUTF8)) {
+		reply(out, "553 5.6.7 Non-ASCII sender address needs the SMTPUTF8 parameter");
+		return client_error(s, out);
+	}
+	s->flags = flags;
+	s->sender = xstrdup(cmd->path.addr);
+	if (s->cfg->new_qid != NULL)
+		s->cfg->new_qid(s->qid);
+	else
+		qid_generate(s->qid);
+	session_set_state(s, SMTP_STATE_MAIL);
+	reply(out, "250 2.1.0 Sender <%s> OK", s->sender);
+	return SMTP_ACT_NONE;
+}
+
+static bool accepted_domain(const struct smtp_session *s, const char *domain)
+{
+	return s->cfg->accept_domains != NULL && strlist_contains_ci(s->cfg->accept_domains, domain);
+}
+
+static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, struct buf *out)
+{
+	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
+		reply(out, "503 5.5.1 Need MAIL before RCPT");
+		return client_error(s, out);
+	}
+	if (cmd->nparams > 0) {
+		reply(out, "555 5.5.4 Unsupported parameter %s", cmd->params[0].key);
+		return client_error(s, out);
+	}
+	if (cmd->path.addr[0] == '\0') {
+		reply(out, "501 5.1.3 Bad recipient address syntax: empty address");
+		return client_error(s, out);
+	}
+	if (cmd->path.domain[0] == '\0') {
+		/* "<postmaster>": this relay has no local mailboxes. */
+		reply(out, "550 5.1.1 <%s>: this relay has no local mailboxes; use an address with a domain",
+		      cmd->path.addr);
+		return SMTP_ACT_NONE;
+	}
+	if (cmd->path.has_utf8 && !(s->flags & MSG_SMTPUTF8)) {
+		reply(out, "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8 in MAIL FROM");
+		return client_error(s, out);
+	}
+	if (!s->client_trusted && !accepted_domain(s, cmd->path.domain)) {
+		char from[300], to[300];
+		log_warn("smtpd", "id=%s client=%s relay denied from=<%s> to=<%s>", s->qid,
+			 s->client_addr, str_quote(from, sizeof(from), s->sender),
+			 str_quote(to, sizeof(to), cmd->path.addr));
+		reply(out, "554 5.7.1 <%s>: Relay access denied", cmd->path.addr);
+		return SMTP_ACT_NONE;
+	}
+	if (s->rcpts.n >= s->cfg->max_recipients) {
+		reply(out, "452 4.5.3 Too many recipients");
+		return SMTP_ACT_NONE;
+	}
+	/* The same recipient twice is delivered once. */
+	bool dup = false;
+	for (size_t i = 0; i < s->rcpts.n; i++)
+		if (strcmp(s->rcpts.v[i], cmd->path.addr) == 0)
+			dup = true;
+	if (!dup)
+		strlist_add(&s->rcpts, cmd->path.addr);
+	session_set_state(s, SMTP_STATE_RCPT);
+	reply(out, "250 2.1.5 Recipient <%s> OK", cmd->path.addr);
+	return SMTP_ACT_NONE;
+}
+
+static enum smtp_action do_data(struct smtp_session *s, struct buf *out)
+{
+	if (s->state == SMTP_STATE_MAIL) {
+		reply(out, "554 5.5.1 No valid recipients");
+		return client_error(s, out);
+	}
+	if (s->state != SMTP_STATE_RCPT) {
+		reply(out, "503 5.5.1 Need MAIL and RCPT before DATA");
+		return client_error(s, out);
+	}
+	smtp_data_init(&s->data, s->cfg->max_message_size, s->cfg->normalize_bare_newlines);
+	buf_reset(&s->message);
+	session_set_state(s, SMTP_STATE_DATA);
+	reply(out, "354 End data with <CR><LF>.<CR><LF>");
+	return SMTP_ACT_DATA;
+}
+
+static enum smtp_action do_starttls(struct smtp_session *s, struct buf *out)
+{
+	if (!s->cfg->tls_available) {
+		reply(out, "502 5.5.1 STARTTLS not available");
+		return client_error(s, out);
+	}
+	if (s->tls) {
+		reply(out, "503 5.5.1 TLS already active");
+		return client_error(s, out);
+	}
+	if (s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT) {
+		reply(out, "503 5.5.1 MAIL transaction in progress");
+		return client_error(s, out);
+	}
+	reply(out, "220 2.0.0 Ready to start TLS");
+	return SMTP_ACT_STARTTLS;
+}
+
+static void do_help(struct buf *out)
+{
+	reply(out, "214-2.0.0 strictrelay: an SMTP relay that enforces transport security");
+	reply(out, "214-2.0.0 Commands: EHLO HELO STARTTLS MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
+	reply(out, "214 2.0.0 MAIL FROM:<address> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8] [REQUIRETLS]");
+}
+
+static enum smtp_action parse_error(struct smtp_session *s, enum smtp_parse_status st,
+				    const struct smtp_cmd *cmd, struct buf *out)
+{
+	switch (st) {
+	case SMTP_PARSE_UNKNOWN_VERB:
+		reply(out, "500 5.5.1 Command unrecognized");
+		break;
+	case SMTP_PARSE_BAD_PATH:
+		if (cmd->verb == SMTP_VERB_MAIL)
+			reply(out, "501 5.1.7 Bad sender address syntax: %s", cmd->detail);
+		else
+			reply(out, "501 5.1.3 Bad recipient address syntax: %s", cmd->detail);
+		break;
+	case SMTP_PARSE_BAD_PARAM:
+		reply(out, "501 5.5.4 Syntax error in parameters: %s", cmd->detail);
+		break;
+	default:
+		reply(out, "501 5.5.2 Syntax error: %s", cmd->detail ? cmd->detail : "bad command");
+		break;
+	}
+	return client_error(s, out);
+}
+
+enum smtp_action smtp_session_command(struct smtp_session *s, char *line, struct buf *out)
+{
+	if (s->state == SMTP_STATE_CLOSED)
+		return SMTP_ACT_CLOSE;
+	struct smtp_cmd cmd;
+	enum smtp_parse_status st = smtp_parse_command(line, &cmd);
+	if (st != SMTP_PARSE_OK)
+		return parse_error(s, st, &cmd, out);
+	switch (cmd.verb) {
+	case SMTP_VERB_EHLO:
+		do_helo(s, &cmd, true, out);
+		return SMTP_ACT_NONE;
+	case SMTP_VERB_HELO:
+		do_helo(s, &cmd, false, out);
+		return SMTP_ACT_NONE;
+	case SMTP_VERB_MAIL:
+		return do_mail(s, &cmd, out);
+	case SMTP_VERB_RCPT:
+		return do_rcpt(s, &cmd, out);
+	case SMTP_VERB_DATA:
+		return do_data(s, out);
+	case SMTP_VERB_RSET:
+		transaction_reset(s);
+		reply(out, "250 2.0.0 Ok");
+		return SMTP_ACT_NONE;
+	case SMTP_VERB_NOOP:
+		reply(out, "250 2.0.0 Ok");
+		return SMTP_ACT_NONE;
+	case SMTP_VERB_QUIT:
+		reply(out, "221 2.0.0 Bye");
+		session_set_state(s, SMTP_STATE_CLOSED);
+		return SMTP_ACT_CLOSE;
+	case SMTP_VERB_HELP:
+		do_help(out);
+		return SMTP_ACT_NONE;
+	case SMTP_VERB_VRFY:
+		reply(out, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+		return SMTP_ACT_NONE;
+	case SMTP_VERB_STARTTLS:
+		return do_starttls(s, out);
+	case SMTP_VERB_EXPN:
+	case SMTP_VERB_AUTH:
+	case SMTP_VERB_BDAT:
+	case SMTP_VERB_ETRN:
+	case SMTP_VERB_TURN:
+		reply(out, "502 5.5.1 %s not implemented", smtp_verb_name(cmd.verb));
+		return client_error(s, out);
+	case SMTP_VERB_UNKNOWN:
+		break;
+	}
+	return parse_error(s, SMTP_PARSE_UNKNOWN_VERB, &cmd, out);
+}
+
+enum smtp_action smtp_session_line_too_long(struct smtp_session *s, struct buf *out)
+{
+	reply(out, "500 5.5.2 Line too long");
+	return client_error(s, out);
+}
+
+/* --- end of data --------------------------------------------------------- */
+
+/* Looks at the header section (up to the first empty line). */
+static void scan_headers(const char *msg, size_t len, unsigned *received, bool *tls_required_no)
+{
+	*received = 0;
+	*tls_required_no = false;
+	size_t i = 0;
+	while (i < len) {
+		const char *line = msg + i;
+		const char *eol = memchr(line, '\n', len - i);
+		size_t n = eol ? (size_t)(eol - line) + 1 : len - i;
+		if (n <= 2 && (line[0] == '\r' || line[0] == '\n'))
+			break; /* end of header section */
+		if (str_iprefix(line, "Received:") && n >= 9)
+			(*received)++;
+		if (n >= 13 && str_iprefix(line, "TLS-Required:")) {
+			/* RFC 8689 5: "TLS-Required:" [FWS] "No"; ABNF literals
+			 * are case-insensitive. */
+			const char *v = line + 13;
+			const char *end = line + n;
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			if (end - v >= 2 && (v[0] == 'N' || v[0] == 'n') && (v[1] == 'O' || v[1] == 'o')) {
+				const char *t = v + 2;
+				while (t < end && (*t == ' ' || *t == '\t' || *t == '\r' || *t == '\n'))
+					t++;
+				if (t == end)
+					*tls_required_no = true;
+			}
+		}
+		i += n;
+	}
+}
+
+static void build_received(struct smtp_session *s, struct buf *hdr)
+{
+	const char *proto;
+	bool utf8 = (s->flags & MSG_SMTPUTF8) != 0;
+	if (!s->esmtp)
+		proto = "SMTP";
+	else if (utf8)
+		proto = s->tls ? "UTF8SMTPS" : "UTF8SMTP";
+	else
+		proto = s->tls ? "ESMTPS" : "ESMTP";
+	char date[64];
+	fmt_time_rfc5322(date, sizeof(date), now_unix());
+	buf_printf(hdr, "Received: from %s ([%s])\r\n\tby %s (strictrelay) with %s id %s",
+		   s->helo ? s->helo : "unknown", s->client_addr, s->cfg->hostname, proto, s->qid);
+	if (s->tls) {
+		/* tls_info is "VERSION CIPHER" */
+		char version[64] = "", cipher[96] = "";
+		sscanf(s->tls_info, "%63s %95s", version, cipher);
+		buf_printf(hdr, "\r\n\t(version=%s cipher=%s)", version, cipher);
+	}
+	if (s->rcpts.n == 1 && strlen(s->rcpts.v[0]) < 256)
+		buf_printf(hdr, "\r\n\tfor <%s>", s->rcpts.v[0]);
+	buf_printf(hdr, "; %s\r\n", date);
+}
+
+static enum smtp_action refuse_message(struct smtp_session *s, struct buf *out, const char *why,
+				       const char *fmt, ...) SR_PRINTF(4, 5);
+static enum smtp_action refuse_message(struct smtp_session *s, struct buf *out, const char *why,
+				       const char *fmt, ...)
+{
+	char from[300];
+	log_warn("smtpd", "id=%s client=%s message refused from=<%s> size=%llu reason=%s", s->qid,
+		 s->client_addr, str_quote(from, sizeof(from), s->sender ? s->sender : ""),
+		 (unsigned long long)s->data.size, why);
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(out, fmt, ap);
+	va_end(ap);
+	buf_append(out, "\r\n", 2);
+	transaction_reset(s);
+	return SMTP_ACT_NONE;
+}
+
+enum smtp_action smtp_session_data_end(struct smtp_session *s, struct buf *out)
+{
+	unsigned f = s->data.flags;
+	if (f & SMTP_DATA_TOO_BIG)
+		return refuse_message(s, out, "too-big",
+				      "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
+				      (unsigned long long)s->cfg->max_message_size);
+	if (f & SMTP_DATA_NUL)
+		return refuse_message(s, out, "nul",
+				      "554 5.6.0 Message contains NUL characters");
+	if ((f & (SMTP_DATA_BARE_LF | SMTP_DATA_BARE_CR)) && !s->cfg->normalize_bare_newlines)
+		return refuse_message(s, out, "bare-newline",
+				      "550 5.5.2 Message contains bare CR or LF characters, which SMTP "
+				      "does not allow (RFC 5321 2.3.8); send CR LF line endings");
+	if (f & SMTP_DATA_LINE_TOO_LONG)
+		return refuse_message(s, out, "line-too-long",
+				      "550 5.6.0 Message has a line longer than 998 characters "
+				      "(RFC 5322 2.1.1)");
+	unsigned received;
+	bool tls_required_no;
+	scan_headers(s->message.data ? s->message.data : "", s->message.len, &received,
+		     &tls_required_no);
+	if (received > MAX_RECEIVED_HEADERS)
+		return refuse_message(s, out, "loop",
+				      "554 5.4.6 Too many Received: headers (%u): mail loop?",
+				      received);
+
+	struct queued_message *m = xcalloc(1, sizeof(*m));
+	memcpy(m->id, s->qid, sizeof(m->id));
+	m->sender = xstrdup(s->sender);
+	strlist_copy(&m->rcpts, &s->rcpts);
+	m->flags = s->flags;
+	if (f & SMTP_DATA_8BIT)
+		m->flags |= MSG_HAS_8BIT;
+	/* RFC 8689 4.1: with REQUIRETLS the header is ignored. */
+	if (tls_required_no && !(m->flags & MSG_REQUIRETLS))
+		m->flags |= MSG_TLS_REQUIRED_NO;
+	struct buf body;
+	buf_init(&body, 0);
+	build_received(s, &body);
+	buf_append(&body, s->message.data ? s->message.data : "", s->message.len);
+	m->body = buf_steal(&body, &m->body_len);
+	m->arrival = now_unix();
+	m->client_addr = xstrdup(s->client_addr);
+	m->client_helo = xstrdup(s->helo ? s->helo : "");
+	m->client_tls = xstrdup(s->tls ? s->tls_info : "");
+	m->auth_user = xstrdup("");
+	buf_free(&s->message);
+	s->ready = m;
+	session_set_state(s, SMTP_STATE_QUEUEING);
+	return SMTP_ACT_ENQUEUE;
+}
+
+struct queued_message *smtp_session_take_message(struct smtp_session *s)
+{
+	struct queued_message *m = s->ready;
+	s->ready = NULL;
+	return m;
+}
+
+void smtp_session_queued(struct smtp_session *s, bool ok, struct buf *out)
+{
+	if (ok) {
+		s->messages++;
+		reply(out, "250 2.0.0 Ok: queued as %s", s->qid);
+	} else {
+		reply(out, "451 4.3.0 Local error: the message could not be stored; try again later");
+	}
+	transaction_reset(s);
+}
+
+void smtp_session_tls_started(struct smtp_session *s, const char *tls_info)
+{
+	transaction_reset(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	s->tls = true;
+	snprintf(s->tls_info, sizeof(s->tls_info), "%s", tls_info);
+	session_set_state(s, SMTP_STATE_CONNECTED);
+}
+
+void smtp_session_timeout(struct smtp_session *s, struct buf *out)
+{
+	reply(out, "421 4.4.2 %s Timeout exceeded; closing connection", s->cfg->hostname);
+	session_set_state(s, SMTP_STATE_CLOSED);
+}
+
+void smtp_session_shutdown(struct smtp_session *s, struct buf *out, const char *why)
+{
+	reply(out, "421 4.3.2 %s %s; closing connection", s->cfg->hostname, why);
+	session_set_state(s, SMTP_STATE_CLOSED);
+}

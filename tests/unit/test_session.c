@@ -1,5 +1,297 @@
+/* Unit tests for smtp/session.c: the inbound protocol engine, without sockets. */
+#include "smtp/session.h"
 #include "test.h"
+
+static void fixed_qid(char out[QID_LEN + 1])
+{
+	memcpy(out, "0123456789AB", QID_LEN + 1);
+}
+
+static struct strlist accept_domains;
+static struct smtp_session_config cfg = {
+	.hostname = "relay.test",
+	.max_message_size = 1000,
+	.max_recipients = 3,
+	.max_errors = 50,
+	.tls_available = true,
+	.normalize_bare_newlines = false,
+	.accept_domains = &accept_domains,
+	.new_qid = fixed_qid,
+};
+
+static struct smtp_session s;
+static struct buf out;
+static enum smtp_action last_action;
+
+static void start(bool trusted)
+{
+	buf_init(&out, 0);
+	smtp_session_init(&s, &cfg, "192.0.2.7", trusted);
+	smtp_session_greeting(&s, &out);
+}
+
+static void finish(void)
+{
+	smtp_session_free(&s);
+	buf_free(&out);
+}
+
+/* Sends one line; returns the reply text (all lines) and clears the buffer. */
+static const char *cmd(const char *line)
+{
+	static char reply_copy[4096];
+	char l[1024];
+	snprintf(l, sizeof(l), "%s", line);
+	buf_reset(&out);
+	last_action = smtp_session_command(&s, l, &out);
+	snprintf(reply_copy, sizeof(reply_copy), "%s", out.data ? out.data : "");
+	return reply_copy;
+}
+
+#define CHECK_REPLY(line, prefix)                                                    \
+	do {                                                                         \
+		const char *r_ = cmd(line);                                          \
+		if (strncmp(r_, prefix, strlen(prefix)) != 0) {                      \
+			fprintf(stderr, "%s:%d: %s: \"%s\" -> \"%s\", expected \"%s\"\n", \
+				__FILE__, __LINE__, test_current, line, r_, prefix); \
+			test_failures++;                                             \
+		}                                                                    \
+	} while (0)
+
+static enum smtp_action feed_data_n(const char *data, size_t len)
+{
+	size_t used = smtp_data_feed(&s.data, data, len, &s.message);
+	CHECK_INT(used, len);
+	CHECK(s.data.done);
+	buf_reset(&out);
+	return smtp_session_data_end(&s, &out);
+}
+
+static enum smtp_action feed_data(const char *data)
+{
+	return feed_data_n(data, strlen(data));
+}
+
+static void test_greeting_and_ehlo(void)
+{
+	start(true);
+	CHECK_STR(out.data, "220 relay.test ESMTP strictrelay\r\n");
+	const char *r = cmd("EHLO client.example");
+	CHECK(strstr(r, "250-relay.test greets client.example [192.0.2.7]\r\n") == r);
+	CHECK(strstr(r, "250-PIPELINING\r\n") != NULL);
+	CHECK(strstr(r, "250-SIZE 1000\r\n") != NULL);
+	CHECK(strstr(r, "250-8BITMIME\r\n") != NULL);
+	CHECK(strstr(r, "250-ENHANCEDSTATUSCODES\r\n") != NULL);
+	CHECK(strstr(r, "250-STARTTLS\r\n") != NULL);
+	CHECK(strstr(r, "REQUIRETLS") == NULL);
+	CHECK(strstr(r, "250 SMTPUTF8\r\n") != NULL);
+	CHECK_REPLY("HELO client.example", "250 relay.test\r\n");
+	CHECK_REPLY("EHLO", "501 5.5.2");
+	finish();
+}
+
+static void test_order(void)
+{
+	start(true);
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "503 5.5.1");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "503 5.5.1");
+	CHECK_REPLY("DATA", "503 5.5.1");
+	CHECK_REPLY("EHLO c", "250-");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "503 5.5.1");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "250 2.1.0");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "503 5.5.1");
+	CHECK_REPLY("DATA", "554 5.5.1");
+	CHECK_REPLY("RSET", "250 2.0.0");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "503 5.5.1");
+	CHECK_REPLY("NOOP", "250 2.0.0");
+	CHECK_REPLY("VRFY x", "252 2.5.0");
+	CHECK_REPLY("HELP", "214-2.0.0");
+	CHECK_REPLY("EXPN list", "502 5.5.1");
+	CHECK_REPLY("FOO", "500 5.5.1");
+	CHECK_REPLY("QUIT", "221 2.0.0");
+	CHECK_INT(last_action, SMTP_ACT_CLOSE);
+	finish();
+}
+
+static void test_mail_params(void)
+{
+	start(true);
+	cmd("EHLO c");
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=1001", "552 5.3.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=abc", "501 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> BODY=BINARYMIME", "501 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> RET=FULL", "555 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> REQUIRETLS", "530 5.7.10");
+	CHECK_REPLY("MAIL FROM:<a\xc3\xa9@example.org>", "553 5.6.7");
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=1 SIZE=2", "501 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=1000 BODY=8bitmime SMTPUTF8", "250 2.1.0");
+	CHECK_INT(s.flags, MSG_BODY_8BITMIME | MSG_SMTPUTF8);
+	finish();
+}
+
+static void test_requiretls_after_tls(void)
+{
+	start(true);
+	cmd("EHLO c");
+	CHECK_REPLY("STARTTLS extra", "501 5.5.2");
+	CHECK_REPLY("STARTTLS", "220 2.0.0");
+	CHECK_INT(last_action, SMTP_ACT_STARTTLS);
+	smtp_session_tls_started(&s, "TLSv1.3 TLS_AES_256_GCM_SHA384");
+	/* EHLO state forgotten */
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "503 5.5.1");
+	const char *r = cmd("EHLO c");
+	CHECK(strstr(r, "250-REQUIRETLS\r\n") != NULL);
+	CHECK(strstr(r, "STARTTLS\r\n") == NULL);
+	CHECK_REPLY("STARTTLS", "503 5.5.1");
+	CHECK_REPLY("MAIL FROM:<a@example.org> REQUIRETLS", "250 2.1.0");
+	CHECK(s.flags & MSG_REQUIRETLS);
+	CHECK_REPLY("RCPT TO:<b@example.net>", "250 2.1.5");
+	CHECK_REPLY("DATA", "354 ");
+	CHECK_INT(feed_data("TLS-Required: No\r\nSubject: t\r\n\r\nhi\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	struct queued_message *m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	/* REQUIRETLS wins over the header (RFC 8689 4.1) */
+	CHECK(m->flags & MSG_REQUIRETLS);
+	CHECK(!(m->flags & MSG_TLS_REQUIRED_NO));
+	CHECK(strstr(m->body, "with ESMTPS id 0123456789AB") != NULL);
+	CHECK(strstr(m->body, "(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384)") != NULL);
+	CHECK_STR(m->client_tls, "TLSv1.3 TLS_AES_256_GCM_SHA384");
+	queued_message_free(m);
+	free(m);
+	buf_reset(&out);
+	smtp_session_queued(&s, true, &out);
+	CHECK_STR(out.data, "250 2.0.0 Ok: queued as 0123456789AB\r\n");
+	CHECK_INT(s.state, SMTP_STATE_READY);
+	finish();
+}
+
+static void test_starttls_refusals(void)
+{
+	start(true);
+	cmd("EHLO c");
+	cmd("MAIL FROM:<a@example.org>");
+	CHECK_REPLY("STARTTLS", "503 5.5.1");
+	finish();
+	struct smtp_session_config notls = cfg;
+	notls.tls_available = false;
+	buf_init(&out, 0);
+	smtp_session_init(&s, &notls, "192.0.2.7", true);
+	const char *r = cmd("EHLO c");
+	CHECK(strstr(r, "STARTTLS") == NULL);
+	CHECK_REPLY("STARTTLS", "502 5.5.1");
+	finish();
+}
+
+static void test_relay_control(void)
+{
+	strlist_add(&accept_domains, "accepted.test");
+	start(false);
+	cmd("EHLO c");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "250 ");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "554 5.7.1");
+	CHECK_REPLY("RCPT TO:<b@ACCEPTED.test>", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<postmaster>", "550 5.1.1");
+	finish();
+	start(true);
+	cmd("EHLO c");
+	cmd("MAIL FROM:<a@example.org>");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<c@example.net>", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<d@example.net>", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<e@example.net>", "452 4.5.3");
+	CHECK_REPLY("RCPT TO:<e@example.net> NOTIFY=NEVER", "555 5.5.4");
+	finish();
+	strlist_free(&accept_domains);
+}
+
+static void test_data_refusals(void)
+{
+	start(true);
+	cmd("EHLO c");
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	CHECK_INT(feed_data("a\nb\r\n.\r\n"), SMTP_ACT_NONE);
+	CHECK(strncmp(out.data, "550 5.5.2", 9) == 0);
+	CHECK_INT(s.state, SMTP_STATE_READY);
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	char big[1200];
+	memset(big, 'x', 1100);
+	strcpy(big + 1100, "\r\n.\r\n");
+	CHECK_INT(feed_data(big), SMTP_ACT_NONE);
+	CHECK(strncmp(out.data, "552 5.3.4", 9) == 0);
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	CHECK_INT(feed_data_n("x\r\n\0\r\n.\r\n", 9), SMTP_ACT_NONE);
+	CHECK(strncmp(out.data, "554 5.6.0", 9) == 0);
+	finish();
+}
+
+static void test_tls_required_no_and_loop(void)
+{
+	start(true);
+	cmd("HELO c");
+	cmd("MAIL FROM:<>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	CHECK_INT(feed_data("Subject: x\r\ntls-required:  NO \r\n\r\nbody\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	struct queued_message *m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	CHECK(m->flags & MSG_TLS_REQUIRED_NO);
+	CHECK_STR(m->sender, "");
+	CHECK(strncmp(m->body, "Received: from c ([192.0.2.7])\r\n\tby relay.test (strictrelay) with SMTP id", 70) == 0);
+	queued_message_free(m);
+	free(m);
+	smtp_session_queued(&s, false, &out);
+	CHECK(strstr(out.data, "451 4.3.0") != NULL);
+
+	/* 101 Received: headers = a loop */
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	struct buf msg;
+	buf_init(&msg, 0);
+	for (int i = 0; i < 101; i++)
+		buf_puts(&msg, "Received: x\r\n");
+	buf_puts(&msg, "\r\n.\r\n");
+	struct smtp_session_config big = cfg;
+	big.max_message_size = 100000;
+	s.cfg = &big;
+	smtp_data_init(&s.data, big.max_message_size, false);
+	CHECK_INT(feed_data(msg.data), SMTP_ACT_NONE);
+	CHECK(strncmp(out.data, "554 5.4.6", 9) == 0);
+	buf_free(&msg);
+	s.cfg = &cfg;
+	finish();
+}
+
+static void test_too_many_errors(void)
+{
+	struct smtp_session_config few = cfg;
+	few.max_errors = 5;
+	buf_init(&out, 0);
+	smtp_session_init(&s, &few, "192.0.2.7", true);
+	for (int i = 0; i < 4; i++)
+		CHECK_REPLY("BOGUS", "500 5.5.1");
+	const char *r = cmd("BOGUS");
+	CHECK(strstr(r, "421 4.7.0") != NULL);
+	CHECK_INT(last_action, SMTP_ACT_CLOSE);
+	finish();
+}
+
 int main(void)
 {
+	RUN(test_greeting_and_ehlo);
+	RUN(test_order);
+	RUN(test_mail_params);
+	RUN(test_requiretls_after_tls);
+	RUN(test_starttls_refusals);
+	RUN(test_relay_control);
+	RUN(test_data_refusals);
+	RUN(test_tls_required_no_and_loop);
+	RUN(test_too_many_errors);
 	TEST_EXIT();
 }
