@@ -8,13 +8,22 @@
 
 static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/*
+ * 40 bits of milliseconds (wraps every ~35 years) + 20 low bits. The low bits
+ * start random in each millisecond (so two processes rarely meet) and the
+ * value is strictly increasing within the process, so ids made here never
+ * collide, however many arrive in one millisecond. Called from one thread.
+ */
 void qid_generate(char out[QID_LEN + 1])
 {
+	static uint64_t last;
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	uint64_t ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-	/* 40 bits of milliseconds (wraps every ~35 years) + 20 random bits. */
 	uint64_t v = ((ms & 0xffffffffffull) << 20) | (random_u32() & 0xfffffu);
+	if (v <= last)
+		v = last + 1;
+	last = v;
 	for (int i = QID_LEN - 1; i >= 0; i--) {
 		out[i] = alphabet[v & 31u];
 		v >>= 5;
