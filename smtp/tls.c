@@ -236,25 +236,6 @@ const char *tls_last_error(const struct tls_conn *t)
 	return t->error[0] ? t->error : "unknown TLS error";
 }
 
-const char *tls_cert_result_name(enum tls_cert_result r)
-{
-	switch (r) {
-	case TLS_CERT_OK:
-		return "ok";
-	case TLS_CERT_NONE:
-		return "no-certificate";
-	case TLS_CERT_EXPIRED:
-		return "certificate-expired";
-	case TLS_CERT_NAME_MISMATCH:
-		return "certificate-host-mismatch";
-	case TLS_CERT_UNTRUSTED:
-		return "certificate-not-trusted";
-	case TLS_CERT_OTHER:
-		return "validation-failure";
-	}
-	return "validation-failure";
-}
-
 void tls_client_verify(const struct tls_conn *t, struct tls_verify_info *info)
 {
 	memset(info, 0, sizeof(*info));

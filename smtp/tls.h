@@ -23,6 +23,7 @@
 #include <openssl/ssl.h>
 
 #include "mta/util.h"
+#include "smtp/tls_result.h"
 
 enum tls_status {
 	TLS_ERROR = -1,  /* fatal: see tls_last_error() */
@@ -66,24 +67,6 @@ void tls_shutdown(struct tls_conn *t);
 void tls_describe(const struct tls_conn *t, char *dst, size_t dstlen);
 const char *tls_last_error(const struct tls_conn *t);
 
-/* The verdict on the peer certificate after a client handshake. */
-enum tls_cert_result {
-	TLS_CERT_OK,
-	TLS_CERT_NONE,          /* no certificate presented */
-	TLS_CERT_EXPIRED,       /* certificate-expired */
-	TLS_CERT_NAME_MISMATCH, /* certificate-host-mismatch */
-	TLS_CERT_UNTRUSTED,     /* certificate-not-trusted (incl. self-signed) */
-	TLS_CERT_OTHER,         /* validation-failure */
-};
-
-struct tls_verify_info {
-	enum tls_cert_result result;
-	long x509_error;        /* X509_V_ERR_* */
-	char detail[160];       /* e.g. "X509_V_ERR_HOSTNAME_MISMATCH: hostname mismatch" */
-	char subject[160];      /* first SAN / subject, for logs */
-};
-
 void tls_client_verify(const struct tls_conn *t, struct tls_verify_info *info);
-const char *tls_cert_result_name(enum tls_cert_result r);
 
 #endif
