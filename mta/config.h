@@ -65,6 +65,7 @@ struct route {
 	char *domain;        /* lower case: "example.com", ".example.com" or "*" */
 	struct hostport next_hop; /* bracketed = no MX lookup; port 0 = [delivery] smtp_port */
 	enum tls_level tls;
+	bool tls_explicit;   /* tls= was written; else tls follows [delivery] require_tls */
 	char *verify_name;   /* NULL = next_hop.host */
 	int line;            /* where it was defined (0 = environment) */
 };

@@ -63,10 +63,13 @@ static int parse_one(struct netmask *m, const char *item, char *err, size_t errl
 int netlist_parse(struct netlist *l, const char *text, char *err, size_t errlen)
 {
 	struct strlist items = { 0 };
+	const size_t n0 = l->n;
 	strlist_split(&items, text, true);
 	for (size_t i = 0; i < items.n; i++) {
 		struct netmask m;
 		if (parse_one(&m, items.v[i], err, errlen) < 0) {
+			/* All or nothing: a caller keeping l must not see half a list. */
+			l->n = n0;
 			strlist_free(&items);
 			return -1;
 		}

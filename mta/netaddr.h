@@ -30,7 +30,8 @@ struct netlist {
 	size_t n;
 };
 
-/* 0 on success; -1 with a reason in err naming the bad item. Appends to l. */
+/* 0 on success; -1 with a reason in err naming the bad item. Appends to l
+ * (on failure l is left as it was). */
 int netlist_parse(struct netlist *l, const char *text, char *err, size_t errlen);
 bool netlist_match(const struct netlist *l, const struct sockaddr *sa);
 /* Matches a textual address ("127.0.0.1", "::1"); false if unparsable. */

@@ -87,6 +87,9 @@ void buf_init(struct buf *b, size_t max)
 
 static void buf_reserve(struct buf *b, size_t need)
 {
+	/* need + 1 and the doubling below must not wrap around. */
+	if (need > SIZE_MAX / 2)
+		oom(need);
 	if (need + 1 <= b->cap)
 		return;
 	size_t cap = b->cap ? b->cap : 64;
@@ -100,6 +103,10 @@ int buf_append(struct buf *b, const void *p, size_t n)
 {
 	if (b->max != 0 && (n > b->max || b->len > b->max - n))
 		return -1;
+	/* Uncapped: len + n must still not wrap (buf_reserve would then
+	 * see a small size and memcpy would overrun the allocation). */
+	if (n > SIZE_MAX / 2)
+		oom(n);
 	buf_reserve(b, b->len + n);
 	if (n > 0)
 		memcpy(b->data + b->len, p, n);
@@ -304,12 +311,31 @@ bool str_is_ascii(const char *s, size_t n)
 	return true;
 }
 
+/* One byte of src as written inside quotes; returns its length (1, 2 or 4). */
+static size_t quote_byte(unsigned char c, char out[5])
+{
+	if (c == '"' || c == '\\') {
+		out[0] = '\\';
+		out[1] = (char)c;
+		return 2;
+	}
+	if (c < ' ' || c >= 0x7f) {
+		snprintf(out, 5, "\\x%02x", c);
+		return 4;
+	}
+	out[0] = (char)c;
+	return 1;
+}
+
 const char *str_quote(char *dst, size_t dstlen, const char *src)
 {
+	const unsigned char *p;
+	char tmp[5];
+	size_t o = 0, need = 2;
 	if (dstlen == 0)
 		return dst;
 	bool plain = *src != '\0';
-	for (const unsigned char *p = (const unsigned char *)src; *p != '\0'; p++)
+	for (p = (const unsigned char *)src; *p != '\0'; p++)
 		if (*p <= ' ' || *p >= 0x7f || *p == '"' || *p == '\\' || *p == '=')
 			plain = false;
 	if (plain) {
@@ -319,38 +345,40 @@ const char *str_quote(char *dst, size_t dstlen, const char *src)
 			return dst;
 		}
 	}
-	/* Quoted form; reserve room for the closing quote, "..." and NUL. */
-	size_t o = 0;
-	const size_t limit = dstlen > 6 ? dstlen - 6 : 0;
-	if (o < limit)
+	/* The whole quoted form, when it fits. */
+	for (p = (const unsigned char *)src; *p != '\0'; p++)
+		need += quote_byte(*p, tmp);
+	if (need < dstlen) {
 		dst[o++] = '"';
-	const unsigned char *p = (const unsigned char *)src;
-	for (; *p != '\0'; p++) {
-		char tmp[5];
-		size_t k;
-		if (*p == '"' || *p == '\\') {
-			tmp[0] = '\\';
-			tmp[1] = (char)*p;
-			k = 2;
-		} else if (*p < ' ' || *p >= 0x7f) {
-			snprintf(tmp, sizeof(tmp), "\\x%02x", *p);
-			k = 4;
-		} else {
-			tmp[0] = (char)*p;
-			k = 1;
+		for (p = (const unsigned char *)src; *p != '\0'; p++) {
+			size_t k = quote_byte(*p, tmp);
+			memcpy(dst + o, tmp, k);
+			o += k;
 		}
-		if (o + k > limit)
+		dst[o++] = '"';
+		dst[o] = '\0';
+		return dst;
+	}
+	/*
+	 * Truncated: '"' + prefix + "...\"" + NUL. Quotes must stay balanced
+	 * (a lone '"' would swallow the rest of a key=value log line), so a
+	 * buffer too small for "\"...\"" gets a bare "..." or nothing.
+	 */
+	if (dstlen < 6) {
+		const char *e = dstlen >= 4 ? "..." : "";
+		memcpy(dst, e, strlen(e) + 1);
+		return dst;
+	}
+	dst[o++] = '"';
+	for (p = (const unsigned char *)src; *p != '\0'; p++) {
+		size_t k = quote_byte(*p, tmp);
+		/* Never split an escape; keep room for "...\"" and the NUL. */
+		if (o + k + 5 > dstlen)
 			break;
 		memcpy(dst + o, tmp, k);
 		o += k;
 	}
-	if (*p != '\0' && o + 3 < dstlen) {
-		memcpy(dst + o, "...", 3);
-		o += 3;
-	}
-	if (o + 1 < dstlen)
-		dst[o++] = '"';
-	dst[o < dstlen ? o : dstlen - 1] = '\0';
+	memcpy(dst + o, "...\"", 5);
 	return dst;
 }
 

@@ -99,7 +99,7 @@ int64_t now_unix(void);
 void fmt_time_iso(char *dst, size_t dstlen, int64_t unix_secs);
 /* RFC 5322 date: "Mon, 23 Nov 2026 09:30:00 +0000" */
 void fmt_time_rfc5322(char *dst, size_t dstlen, int64_t unix_secs);
-/* "3d4h", "5m", "12s": compact age for listings */
+/* "3d04h", "2h05m", "5m", "12s": compact age for listings (negative: "0s") */
 void fmt_duration(char *dst, size_t dstlen, int64_t secs);
 
 /* Fills dst with n cryptographically random bytes (OpenSSL RAND_bytes);
