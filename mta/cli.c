@@ -32,6 +32,8 @@ static const char main_help[] =
 	"                    state and last error\n"
 	"    queue show ID   show one message: envelope, flags, client, recipients,\n"
 	"                    history and headers (--body for the whole message)\n"
+	"    queue flush [ID] | hold ID | release ID | delete ID\n"
+	"                    deliver now, keep, let go, or remove queued mail\n"
 	"    version         print the version\n"
 	"\n"
 	"    Run `strictrelay COMMAND --help` for a command's own options.\n"
@@ -64,7 +66,8 @@ static const char main_help[] =
 	"EXAMPLES\n"
 	"    strictrelay -c /etc/strictrelay/strictrelay.conf check-config\n"
 	"    strictrelay serve\n"
-	"    strictrelay queue list\n";
+	"    strictrelay queue list\n"
+	"    strictrelay queue flush\n";
 
 static const char serve_help[] =
 	"NAME\n"
@@ -101,19 +104,30 @@ static const char check_help[] =
 
 static const char queue_help[] =
 	"NAME\n"
-	"    strictrelay queue - inspect the queue\n"
+	"    strictrelay queue - inspect and manage the queue\n"
 	"\n"
 	"SYNOPSIS\n"
 	"    strictrelay [-c FILE] queue list\n"
 	"    strictrelay [-c FILE] queue show ID [--body]\n"
+	"    strictrelay [-c FILE] queue flush [ID]\n"
+	"    strictrelay [-c FILE] queue hold ID\n"
+	"    strictrelay [-c FILE] queue release ID\n"
+	"    strictrelay [-c FILE] queue delete ID\n"
 	"\n"
 	"DESCRIPTION\n"
-	"    list   one line per message (id, age, size, flags, sender, number of\n"
-	"           recipients, state) and one indented line per recipient with its\n"
-	"           state, attempts and last reply.\n"
-	"    show   everything known about one message; --body prints the whole\n"
-	"           message instead of its header section.\n"
-	"    Both read the database directly and work while `serve` runs.\n";
+	"    list     one line per message (id, age, size, recipients, state, sender\n"
+	"             and flags) and one indented line per recipient with its state,\n"
+	"             attempts, next attempt, route and last reply.\n"
+	"    show     everything known about one message: envelope, flags, client and\n"
+	"             TLS, recipients, history, headers (--body: the whole message).\n"
+	"             Works for delivered messages too, while their history is kept.\n"
+	"    flush    make the message's queued recipients (all, without ID) due now.\n"
+	"    hold     keep the message in the queue without delivering it.\n"
+	"    release  undo hold.\n"
+	"    delete   remove the message from the queue; no bounce is sent.\n"
+	"\n"
+	"    All of them work on the database directly while `serve` runs; the relay\n"
+	"    sees changes within a second. Deliveries already under way finish.\n";
 
 struct command {
 	const char *name;

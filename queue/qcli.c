@@ -119,6 +119,30 @@ static void print_headers(const char *body, size_t len, bool whole)
 	}
 }
 
+/* Prints "history:" and the message's events; returns how many there were. */
+static int print_history(sqlite3 *db, const char *id)
+{
+	sqlite3_stmt *ev;
+	int n = 0;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT time, kind, recipient, detail FROM events WHERE message_id = ?"
+			       " ORDER BY id",
+			       -1, &ev, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(ev, 1, id, -1, SQLITE_STATIC);
+	while (sqlite3_step(ev) == SQLITE_ROW) {
+		if (n++ == 0)
+			printf("history:\n");
+		char t[40];
+		fmt_time_iso(t, sizeof(t), sqlite3_column_int64(ev, 0));
+		const char *rcpt = col_text(ev, 2);
+		printf("  %s %s%s%s %s\n", t, col_text(ev, 1), *rcpt ? " " : "", rcpt,
+		       col_text(ev, 3));
+	}
+	sqlite3_finalize(ev);
+	return n;
+}
+
 static int queue_show(sqlite3 *db, const char *id, bool whole)
 {
 	if (!qid_valid(id)) {
@@ -139,6 +163,22 @@ static int queue_show(sqlite3 *db, const char *id, bool whole)
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		sqlite3_finalize(st);
+		/* Delivered or bounced messages leave the queue; their history stays. */
+		sqlite3_stmt *cnt;
+		int nev = 0;
+		if (sqlite3_prepare_v2(db, "SELECT count(*) FROM events WHERE message_id = ?", -1,
+				       &cnt, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(cnt, 1, id, -1, SQLITE_STATIC);
+			if (sqlite3_step(cnt) == SQLITE_ROW)
+				nev = sqlite3_column_int(cnt, 0);
+			sqlite3_finalize(cnt);
+		}
+		if (nev > 0) {
+			printf("id:          %s\n", id);
+			printf("state:       no longer queued\n");
+			print_history(db, id);
+			return EXIT_OK;
+		}
 		fprintf(stderr, "strictrelay: queue show: no message %s in the queue\n", id);
 		return EXIT_RUNTIME;
 	}
@@ -161,22 +201,7 @@ static int queue_show(sqlite3 *db, const char *id, bool whole)
 	printf("recipients:\n");
 	print_recipients(db, id, now, "  ");
 
-	sqlite3_stmt *ev;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT time, kind, recipient, detail FROM events WHERE message_id = ?"
-			       " ORDER BY id",
-			       -1, &ev, NULL) == SQLITE_OK) {
-		printf("history:\n");
-		sqlite3_bind_text(ev, 1, id, -1, SQLITE_STATIC);
-		while (sqlite3_step(ev) == SQLITE_ROW) {
-			char t[40];
-			fmt_time_iso(t, sizeof(t), sqlite3_column_int64(ev, 0));
-			const char *rcpt = col_text(ev, 2);
-			printf("  %s %s%s%s %s\n", t, col_text(ev, 1), *rcpt ? " " : "", rcpt,
-			       col_text(ev, 3));
-		}
-		sqlite3_finalize(ev);
-	}
+	print_history(db, id);
 	const char *body = sqlite3_column_blob(st, 9);
 	size_t blen = (size_t)sqlite3_column_bytes(st, 9);
 	printf(whole ? "message:\n" : "headers:\n");
@@ -186,10 +211,80 @@ static int queue_show(sqlite3 *db, const char *id, bool whole)
 	return EXIT_OK;
 }
 
+/* Runs one UPDATE/DELETE for a message (or all, for flush without an id)
+ * and reports how many rows it touched. */
+static int queue_change(sqlite3 *db, const char *sub, const char *id)
+{
+	static const struct {
+		const char *sub;
+		const char *sql_one;
+		const char *sql_all;
+		const char *done;
+	} ops[] = {
+		{ "flush",
+		  "UPDATE recipients SET next_attempt = 0 WHERE message_id = ?1 AND state = 'queued'",
+		  "UPDATE recipients SET next_attempt = 0 WHERE state = 'queued'",
+		  "due now (the relay picks it up within a second)" },
+		{ "hold", "UPDATE messages SET held = 1 WHERE id = ?1", NULL,
+		  "held: not delivered until released (deliveries already under way finish)" },
+		{ "release", "UPDATE messages SET held = 0 WHERE id = ?1", NULL, "released" },
+		{ "delete", "DELETE FROM messages WHERE id = ?1", NULL, "deleted (no bounce is sent)" },
+	};
+	for (size_t i = 0; i < SR_ARRAY_LEN(ops); i++) {
+		if (strcmp(ops[i].sub, sub) != 0)
+			continue;
+		if (id != NULL && !qid_valid(id)) {
+			fprintf(stderr, "strictrelay: queue %s: \"%s\" is not a queue id (12 characters, e.g. from `queue list`)\n",
+				sub, id);
+			return EXIT_USAGE;
+		}
+		if (id == NULL && ops[i].sql_all == NULL)
+			return cli_usage_error("queue", "%s needs a queue id", sub);
+		sqlite3_stmt *st;
+		const char *sql = id ? ops[i].sql_one : ops[i].sql_all;
+		if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+			fprintf(stderr, "strictrelay: queue %s: %s\n", sub, sqlite3_errmsg(db));
+			return EXIT_RUNTIME;
+		}
+		if (id != NULL)
+			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+		if (rc != SQLITE_DONE) {
+			fprintf(stderr, "strictrelay: queue %s: %s\n", sub, sqlite3_errmsg(db));
+			return EXIT_RUNTIME;
+		}
+		int n = sqlite3_changes(db);
+		if (id != NULL && n == 0 && strcmp(sub, "flush") != 0) {
+			fprintf(stderr, "strictrelay: queue %s: no message %s in the queue\n", sub, id);
+			return EXIT_RUNTIME;
+		}
+		if (id != NULL) {
+			char detail[64];
+			snprintf(detail, sizeof(detail), "by the queue command");
+			sqlite3_stmt *ev;
+			if (sqlite3_prepare_v2(db, "INSERT INTO events (message_id, time, kind, detail) VALUES (?, ?, ?, ?)",
+					       -1, &ev, NULL) == SQLITE_OK) {
+				sqlite3_bind_text(ev, 1, id, -1, SQLITE_STATIC);
+				sqlite3_bind_int64(ev, 2, now_unix());
+				sqlite3_bind_text(ev, 3, sub, -1, SQLITE_STATIC);
+				sqlite3_bind_text(ev, 4, detail, -1, SQLITE_STATIC);
+				sqlite3_step(ev);
+				sqlite3_finalize(ev);
+			}
+			printf("%s: %s\n", id, ops[i].done);
+		} else {
+			printf("%d recipient%s %s\n", n, n == 1 ? "" : "s", ops[i].done);
+		}
+		return EXIT_OK;
+	}
+	return cli_usage_error("queue", "unknown subcommand \"%s\"", sub);
+}
+
 int qcli_main(const struct config *cfg, int argc, char **argv)
 {
 	if (argc < 2)
-		return cli_usage_error("queue", "missing subcommand (list or show ID)");
+		return cli_usage_error("queue", "missing subcommand (list, show, flush, hold, release or delete)");
 	const char *sub = argv[1];
 	sqlite3 *db;
 	char err[512];
@@ -221,7 +316,16 @@ int qcli_main(const struct config *cfg, int argc, char **argv)
 		}
 		rc = queue_show(db, id, whole);
 	} else {
-		return cli_usage_error("queue", "unknown subcommand \"%s\"", sub);
+		if (argc > 3)
+			return cli_usage_error("queue", "%s takes at most one queue id", sub);
+		if (strcmp(sub, "flush") != 0 && strcmp(sub, "hold") != 0 &&
+		    strcmp(sub, "release") != 0 && strcmp(sub, "delete") != 0)
+			return cli_usage_error("queue", "unknown subcommand \"%s\"", sub);
+		if (store_db_open(&db, cfg->queue.state_dir, err, sizeof(err)) < 0) {
+			fprintf(stderr, "strictrelay: queue: %s\n", err);
+			return EXIT_RUNTIME;
+		}
+		rc = queue_change(db, sub, argc > 2 ? argv[2] : NULL);
 	}
 	sqlite3_close(db);
 	return rc;

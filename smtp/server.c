@@ -55,6 +55,8 @@ struct smtp_server {
 	const struct config *cfg;
 	SSL_CTX *tls_ctx;
 	struct store *store;
+	void (*queued)(void *arg);
+	void *queued_arg;
 	struct smtp_session_config sess_cfg;
 	struct listener *listeners;
 	size_t nlisteners;
@@ -329,6 +331,8 @@ static void on_stored(void *arg, int status, const char *error)
 	struct conn *c = arg;
 	c->store_pending = false;
 	const char *qid = c->sess.qid;
+	if (status == 0 && c->srv->queued != NULL)
+		c->srv->queued(c->srv->queued_arg);
 	if (c->closing) {
 		/* The client went away before it got our answer. */
 		if (status == 0)
@@ -573,6 +577,8 @@ int smtp_server_start(struct smtp_server **out, uv_loop_t *loop,
 	srv->loop = loop;
 	srv->cfg = cfg;
 	srv->store = params->store;
+	srv->queued = params->queued;
+	srv->queued_arg = params->queued_arg;
 	if (params->tls_ctx != NULL) {
 		SSL_CTX_up_ref(params->tls_ctx);
 		srv->tls_ctx = params->tls_ctx;

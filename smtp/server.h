@@ -28,6 +28,9 @@ struct smtp_server_params {
 	const struct config *cfg;  /* borrowed; must outlive the server */
 	SSL_CTX *tls_ctx;          /* NULL = no STARTTLS; the server takes a reference */
 	struct store *store;
+	/* Called after each message is durably queued (the scheduler looks at once). */
+	void (*queued)(void *arg);
+	void *queued_arg;
 };
 
 /* Binds every [server] listen address. 0, or -1 with err naming the address. */
