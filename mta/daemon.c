@@ -9,14 +9,22 @@
 #include <uv.h>
 
 #include "mta/log.h"
+#include "policy/resolver.h"
+#include "queue/scheduler.h"
 #include "queue/store.h"
 #include "smtp/server.h"
 #include "smtp/tls.h"
+
+#define DNS_TIMEOUT_MS 5000
+#define DNS_TRIES 2
 
 struct daemon {
 	uv_loop_t loop;
 	const struct config *cfg;
 	struct store *store;
+	struct resolver *resolver;
+	SSL_CTX *client_ctx;
+	struct scheduler *scheduler;
 	struct smtp_server *server;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t grace;
@@ -28,13 +36,15 @@ static void on_closed_noop(uv_handle_t *h)
 	(void)h;
 }
 
-/* The last step of a stop: everything acknowledged is committed. */
-static void on_server_drained(void *arg)
+/* The last step of a stop: every outcome and every message is committed. */
+static void on_scheduler_stopped(void *arg)
 {
 	struct daemon *d = arg;
-	d->server = NULL;
+	d->scheduler = NULL;
 	uv_timer_stop(&d->grace);
 	uv_close((uv_handle_t *)&d->grace, on_closed_noop);
+	resolver_free(d->resolver);
+	d->resolver = NULL;
 	struct store_stats stats;
 	store_get_stats(d->store, &stats);
 	store_close(d->store);
@@ -44,6 +54,21 @@ static void on_server_drained(void *arg)
 	uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
 	uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
 	uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
+}
+
+/* No client is connected any more: stop delivering. */
+static void on_server_drained(void *arg)
+{
+	struct daemon *d = arg;
+	d->server = NULL;
+	scheduler_shutdown(d->scheduler, on_scheduler_stopped, d);
+}
+
+static void on_message_queued(void *arg)
+{
+	struct daemon *d = arg;
+	if (d->scheduler != NULL)
+		scheduler_kick(d->scheduler);
 }
 
 static void on_grace_expired(uv_timer_t *t)
@@ -111,16 +136,33 @@ int daemon_serve(const struct config *cfg)
 		log_error("main", "queue: %s", err);
 		goto out;
 	}
+	if (resolver_new(&d.resolver, &d.loop, cfg->delivery.dns_servers, cfg->delivery.ndns_servers,
+			 DNS_TIMEOUT_MS, DNS_TRIES, err, sizeof(err)) < 0) {
+		log_error("main", "DNS resolver: %s", err);
+		goto fail_store;
+	}
+	d.client_ctx = tls_client_ctx_new(cfg->delivery.ca_file, err, sizeof(err));
+	if (d.client_ctx == NULL) {
+		log_error("main", "%s: %s", config_origin(cfg, "delivery", "ca_file"), err);
+		goto fail_resolver;
+	}
+	if (scheduler_start(&d.scheduler, &d.loop, cfg, d.store, d.resolver, d.client_ctx, err,
+			    sizeof(err)) < 0) {
+		log_error("main", "scheduler: %s", err);
+		goto fail_resolver;
+	}
 	struct smtp_server_params params = {
 		.cfg = cfg,
 		.tls_ctx = tls_ctx,
 		.store = d.store,
+		.queued = on_message_queued,
+		.queued_arg = &d,
 	};
 	if (smtp_server_start(&d.server, &d.loop, &params, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);
-		store_close(d.store);
-		d.store = NULL;
-		goto out;
+		scheduler_shutdown(d.scheduler, NULL, NULL);
+		uv_run(&d.loop, UV_RUN_DEFAULT);
+		goto fail_resolver;
 	}
 	uv_timer_init(&d.loop, &d.grace);
 	d.grace.data = &d;
@@ -134,11 +176,17 @@ int daemon_serve(const struct config *cfg)
 	log_info("main", "ready");
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	rc = 0;
+	goto out;
+fail_resolver:
+	resolver_free(d.resolver);
+fail_store:
+	store_close(d.store);
 out:
 	/* Let close callbacks run, then the loop must be empty. */
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&d.loop) != 0)
 		log_error("main", "event loop still has open handles at exit");
 	SSL_CTX_free(tls_ctx);
+	SSL_CTX_free(d.client_ctx);
 	return rc;
 }

@@ -60,6 +60,26 @@ static const char *const migrations[] = {
 	"  detail TEXT NOT NULL DEFAULT ''"
 	");"
 	"CREATE INDEX events_message ON events(message_id);",
+	/* 1 -> 2: one row per outbound session's TLS outcome (RFC 8460) */
+	"CREATE TABLE tls_sessions ("
+	"  id INTEGER PRIMARY KEY,"
+	"  time INTEGER NOT NULL,"
+	"  policy_domain TEXT NOT NULL,"
+	"  policy_type TEXT NOT NULL,"
+	"  mx_host TEXT NOT NULL,"
+	"  mx_ip TEXT NOT NULL,"
+	"  mx_helo TEXT NOT NULL DEFAULT '',"
+	"  sending_ip TEXT NOT NULL DEFAULT '',"
+	"  starttls_offered INTEGER NOT NULL,"
+	"  tls INTEGER NOT NULL,"
+	"  verified INTEGER NOT NULL,"
+	"  result_type TEXT NOT NULL,"
+	"  tls_version TEXT NOT NULL DEFAULT '',"
+	"  cipher TEXT NOT NULL DEFAULT '',"
+	"  detail TEXT NOT NULL DEFAULT '',"
+	"  tls_required_no INTEGER NOT NULL DEFAULT 0"
+	");"
+	"CREATE INDEX tls_sessions_time ON tls_sessions(time, policy_domain);",
 };
 
 int store_schema_version(sqlite3 *db)

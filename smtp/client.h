@@ -1,0 +1,66 @@
+/*
+ * client.h - one outbound SMTP session to one destination (libuv, OpenSSL
+ * memory BIOs): resolve the next hop, try its MX hosts and addresses in
+ * order, EHLO (HELO fallback), STARTTLS and the certificate check as the
+ * delivery decision (policy/decide.h) says, then deliver jobs one after the
+ * other on the same connection until the scheduler has no more, and QUIT.
+ *
+ * Jobs come from ops->next_job() once the session is ready; each job comes
+ * back through ops->job_done() with every recipient's outcome filled in (or
+ * all still RCPT_PENDING when the session was aborted before it was tried).
+ * If no MX could be used at all, ops->failed() gets the verdict and the
+ * scheduler fails the jobs still waiting for this destination. ops->closed()
+ * is the last callback; the session frees itself after it returns.
+ *
+ * Every connection that reached the SMTP greeting leaves one TLS record
+ * (queue/delivery.h tls_session_record) and one log line with the outcome.
+ */
+#ifndef STRICTRELAY_SMTP_CLIENT_H
+#define STRICTRELAY_SMTP_CLIENT_H
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "mta/config.h"
+#include "policy/decide.h"
+#include "queue/delivery.h"
+#include "queue/store.h"
+
+struct resolver;
+struct smtp_client;
+
+/* Where and how: one scheduler destination. */
+struct client_dest {
+	char *lookup_name;   /* the domain (MX lookup) or the host itself */
+	bool mx_lookup;      /* false: lookup_name is the host ([host] route, address literal) */
+	uint16_t port;
+	char *policy_domain; /* for TLS reporting: the recipient domain, or the route host */
+	char *label;         /* for logs: "example.com", "route [relay.test]:2525" */
+	struct delivery_req req;
+};
+
+struct client_ops {
+	struct delivery_job *(*next_job)(void *arg);
+	void (*job_done)(void *arg, struct delivery_job *job);
+	void (*failed)(void *arg, const struct verdict *v);
+	void (*closed)(void *arg);
+};
+
+struct smtp_client_params {
+	uv_loop_t *loop;
+	const struct config *cfg;
+	struct resolver *resolver;
+	SSL_CTX *tls_ctx;
+	struct store *store;
+	const struct client_dest *dest; /* borrowed: must outlive the session */
+	struct client_ops ops;
+	void *arg;
+};
+
+struct smtp_client *smtp_client_start(const struct smtp_client_params *p);
+
+/* Stops the session now (shutdown): a job in hand comes back with its
+ * recipients still pending, unless its message data was already sent. */
+void smtp_client_abort(struct smtp_client *c);
+
+#endif
