@@ -26,12 +26,29 @@ static void fmt_size(char *dst, size_t dstlen, long long n)
 		snprintf(dst, dstlen, "%.1fM", (double)n / (1024 * 1024));
 }
 
+/* Where mail for domain goes: a route, an address literal, or its MX hosts. */
+static void next_hop_text(const struct config *cfg, const char *domain, char *dst, size_t dstlen)
+{
+	const struct route *r = domain[0] == '[' ? NULL : config_find_route(cfg, domain);
+	if (domain[0] == '[') {
+		snprintf(dst, dstlen, "address %s", domain);
+	} else if (r != NULL) {
+		char hp[300];
+		hostport_format(&r->next_hop, hp, sizeof(hp));
+		snprintf(dst, dstlen, "route %s -> %s%s tls=%s", r->domain,
+			 r->next_hop.bracketed ? "" : "MX of ", hp, tls_level_name(r->tls));
+	} else {
+		snprintf(dst, dstlen, "MX of %s", domain);
+	}
+}
+
 /* Prints the recipients of one message, one indented line each. */
-static int print_recipients(sqlite3 *db, const char *id, int64_t now, const char *indent)
+static int print_recipients(const struct config *cfg, sqlite3 *db, const char *id, int64_t now,
+			    const char *indent)
 {
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(db,
-			       "SELECT address, state, attempts, next_attempt, last_reply, route"
+			       "SELECT address, state, attempts, next_attempt, last_reply, route, domain"
 			       " FROM recipients WHERE message_id = ? ORDER BY id",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -1;
@@ -47,6 +64,12 @@ static int print_recipients(sqlite3 *db, const char *id, int64_t now, const char
 		}
 		const char *reply = col_text(st, 4);
 		const char *route = col_text(st, 5);
+		char hop[400];
+		if (*route == '\0' && strcmp(state, "queued") == 0) {
+			/* not tried yet: say where it will go */
+			next_hop_text(cfg, col_text(st, 6), hop, sizeof(hop));
+			route = hop;
+		}
 		printf("%s%-8s %s  attempts=%d%s%s%s%s%s\n", indent, state, col_text(st, 0),
 		       sqlite3_column_int(st, 2), next, *route ? " via " : "", route,
 		       *reply ? "  last: " : "", reply);
@@ -55,7 +78,7 @@ static int print_recipients(sqlite3 *db, const char *id, int64_t now, const char
 	return 0;
 }
 
-static int queue_list(sqlite3 *db)
+static int queue_list(const struct config *cfg, sqlite3 *db)
 {
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(
@@ -90,7 +113,7 @@ static int queue_list(sqlite3 *db)
 			snprintf(state, sizeof(state), pending ? "queued" : "done");
 		printf("%-12s  %-6s %-7s %-5d %-16s <%s>%s%s\n", id, age, size, total, state, sender,
 		       strcmp(flags, "-") ? " " : "", strcmp(flags, "-") ? flags : "");
-		print_recipients(db, id, now, "      ");
+		print_recipients(cfg, db, id, now, "      ");
 	}
 	sqlite3_finalize(st);
 	if (messages == 0)
@@ -143,7 +166,7 @@ static int print_history(sqlite3 *db, const char *id)
 	return n;
 }
 
-static int queue_show(sqlite3 *db, const char *id, bool whole)
+static int queue_show(const struct config *cfg, sqlite3 *db, const char *id, bool whole)
 {
 	if (!qid_valid(id)) {
 		fprintf(stderr, "strictrelay: queue show: \"%s\" is not a queue id (12 characters, e.g. from `queue list`)\n",
@@ -199,7 +222,7 @@ static int queue_show(sqlite3 *db, const char *id, bool whole)
 	       *tls ? tls : "none", *user ? " user=" : "", user);
 	printf("state:       %s\n", sqlite3_column_int(st, 8) ? "held" : "active");
 	printf("recipients:\n");
-	print_recipients(db, id, now, "  ");
+	print_recipients(cfg, db, id, now, "  ");
 
 	print_history(db, id);
 	const char *body = sqlite3_column_blob(st, 9);
@@ -209,6 +232,18 @@ static int queue_show(sqlite3 *db, const char *id, bool whole)
 		print_headers(body, blen, whole);
 	sqlite3_finalize(st);
 	return EXIT_OK;
+}
+
+static bool message_exists(sqlite3 *db, const char *id)
+{
+	sqlite3_stmt *st;
+	bool found = false;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
+		return false;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	found = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	return found;
 }
 
 /* Runs one UPDATE/DELETE for a message (or all, for flush without an id)
@@ -255,7 +290,9 @@ static int queue_change(sqlite3 *db, const char *sub, const char *id)
 			return EXIT_RUNTIME;
 		}
 		int n = sqlite3_changes(db);
-		if (id != NULL && n == 0 && strcmp(sub, "flush") != 0) {
+		/* flush changes no row for a message without queued recipients,
+		 * so only a missing message is an error there. */
+		if (id != NULL && n == 0 && (strcmp(sub, "flush") != 0 || !message_exists(db, id))) {
 			fprintf(stderr, "strictrelay: queue %s: no message %s in the queue\n", sub, id);
 			return EXIT_RUNTIME;
 		}
@@ -296,7 +333,7 @@ int qcli_main(const struct config *cfg, int argc, char **argv)
 			fprintf(stderr, "strictrelay: queue: %s\n", err);
 			return EXIT_RUNTIME;
 		}
-		rc = queue_list(db);
+		rc = queue_list(cfg, db);
 	} else if (strcmp(sub, "show") == 0) {
 		const char *id = NULL;
 		bool whole = false;
@@ -314,7 +351,7 @@ int qcli_main(const struct config *cfg, int argc, char **argv)
 			fprintf(stderr, "strictrelay: queue: %s\n", err);
 			return EXIT_RUNTIME;
 		}
-		rc = queue_show(db, id, whole);
+		rc = queue_show(cfg, db, id, whole);
 	} else {
 		if (argc > 3)
 			return cli_usage_error("queue", "%s takes at most one queue id", sub);

@@ -258,15 +258,19 @@ static void record_tls(struct smtp_client *c)
 
 static void log_outcomes(struct smtp_client *c, const struct delivery_job *job)
 {
-	char tls[200];
-	if (c->tls.done)
-		snprintf(tls, sizeof(tls), "tls=%s verified=%s", c->tls_desc,
-			 c->cert.result == TLS_CERT_OK ? "yes" : "no");
-	else
+	char tls[600];
+	if (c->tls.done) {
+		char desc[160];
+		snprintf(desc, sizeof(desc), "%s", c->tls_desc);
+		char *sp = strchr(desc, ' ');
+		if (sp != NULL)
+			*sp = '/'; /* "TLSv1.3/TLS_AES_256_GCM_SHA384" keeps it one value */
+		snprintf(tls, sizeof(tls), "tls=%s verified=%s verify_name=%s", desc,
+			 c->cert.result == TLS_CERT_OK ? "yes" : "no",
+			 c->needs.verify_name ? c->needs.verify_name : c->mx_host);
+	} else {
 		snprintf(tls, sizeof(tls), "tls=none");
-	for (char *p = tls; *p != '\0'; p++)
-		if (*p == ' ' && strncmp(p + 1, "verified", 8) != 0)
-			*p = '/'; /* "TLSv1.3/TLS_AES_256_GCM_SHA384" keeps it one value */
+	}
 	double delay = (double)(now_ms() - job->started_ms) / 1000.0;
 	for (size_t i = 0; i < job->nrcpts; i++) {
 		const struct job_rcpt *r = &job->rcpts[i];
