@@ -437,6 +437,12 @@ static bool process_line(struct conn *c)
 		n--;
 	memcpy(line, c->in.data, n);
 	line[n] = '\0';
+	/* A NUL would end the string early and hide the rest of the line from
+	 * the parser ("RCPT TO:<a@b>\0junk" must not pass as "RCPT TO:<a@b>"):
+	 * turn it into a control character, which the parser refuses. */
+	for (size_t i = 0; i < n; i++)
+		if (line[i] == '\0')
+			line[i] = '\x01';
 	buf_consume(&c->in, linelen + 1);
 	c->commands++;
 	handle_action(c, smtp_session_command(&c->sess, line, &c->out));

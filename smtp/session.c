@@ -136,6 +136,8 @@ static void do_helo(struct smtp_session *s, struct smtp_cmd *cmd, bool esmtp, st
 	reply(out, "250 SMTPUTF8");
 }
 
+/* RFC 1870: size-value = 1*20DIGIT. A 20-digit value may exceed 64 bits: it
+ * is still valid syntax, so it saturates (and is refused as too big). */
 static bool parse_size(const char *v, uint64_t *out)
 {
 	uint64_t n = 0;
@@ -146,8 +148,9 @@ static bool parse_size(const char *v, uint64_t *out)
 			return false;
 		unsigned d = (unsigned)(*v - '0');
 		if (n > (UINT64_MAX - d) / 10)
-			return false;
-		n = n * 10 + d;
+			n = UINT64_MAX;
+		else
+			n = n * 10 + d;
 	}
 	*out = n;
 	return true;
