@@ -174,6 +174,11 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 		reply(out, "503 5.5.1 Nested MAIL command");
 		return client_error(s, out);
 	}
+	if (!s->esmtp && cmd->nparams > 0) {
+		/* Service extensions exist only after EHLO (RFC 5321 4.1.1.1). */
+		reply(out, "555 5.5.4 MAIL parameters need EHLO, not HELO");
+		return client_error(s, out);
+	}
 	uint32_t flags = 0;
 	for (size_t i = 0; i < cmd->nparams; i++) {
 		const struct smtp_param *p = &cmd->params[i];
@@ -416,37 +421,56 @@ enum smtp_action smtp_session_line_too_long(struct smtp_session *s, struct buf *
 
 /* --- end of data --------------------------------------------------------- */
 
-/* Looks at the header section (up to the first empty line). */
+/* RFC 8689 5: "TLS-Required:" [FWS] "No" CRLF, the ABNF literal matching
+ * in any case; v is the unfolded field value. */
+static bool tls_required_no_value(const char *v, size_t n)
+{
+	size_t i = 0;
+	while (i < n && (v[i] == ' ' || v[i] == '\t'))
+		i++;
+	if (n - i < 2 || !str_iprefix(v + i, "no"))
+		return false;
+	for (i += 2; i < n; i++)
+		if (v[i] != ' ' && v[i] != '\t')
+			return false;
+	return true;
+}
+
+/*
+ * Looks at the header section (up to the first empty line): counts
+ * Received: fields and finds "TLS-Required: No". Folded fields (a line
+ * starting with a blank continues the previous one) are unfolded first.
+ */
 static void scan_headers(const char *msg, size_t len, unsigned *received, bool *tls_required_no)
 {
 	*received = 0;
 	*tls_required_no = false;
+	struct buf field;
+	buf_init(&field, 0);
 	size_t i = 0;
-	while (i < len) {
+	for (;;) {
 		const char *line = msg + i;
-		const char *eol = memchr(line, '\n', len - i);
+		const char *eol = i < len ? memchr(line, '\n', len - i) : NULL;
 		size_t n = eol ? (size_t)(eol - line) + 1 : len - i;
-		if (n <= 2 && (line[0] == '\r' || line[0] == '\n'))
-			break; /* end of header section */
-		if (str_iprefix(line, "Received:") && n >= 9)
-			(*received)++;
-		if (n >= 13 && str_iprefix(line, "TLS-Required:")) {
-			/* RFC 8689 5: "TLS-Required:" [FWS] "No"; ABNF literals
-			 * are case-insensitive. */
-			const char *v = line + 13;
-			const char *end = line + n;
-			while (v < end && (*v == ' ' || *v == '\t'))
-				v++;
-			if (end - v >= 2 && (v[0] == 'N' || v[0] == 'n') && (v[1] == 'O' || v[1] == 'o')) {
-				const char *t = v + 2;
-				while (t < end && (*t == ' ' || *t == '\t' || *t == '\r' || *t == '\n'))
-					t++;
-				if (t == end)
-					*tls_required_no = true;
-			}
+		size_t text = n;
+		while (text > 0 && (line[text - 1] == '\n' || line[text - 1] == '\r'))
+			text--;
+		bool continuation = i < len && text > 0 && (line[0] == ' ' || line[0] == '\t');
+		if (!continuation && field.len > 0) {
+			/* one complete (unfolded) field */
+			if (str_iprefix(field.data, "Received:"))
+				(*received)++;
+			else if (str_iprefix(field.data, "TLS-Required:") &&
+				 tls_required_no_value(field.data + 13, field.len - 13))
+				*tls_required_no = true;
+			buf_reset(&field);
 		}
+		if (i >= len || text == 0)
+			break; /* end of the header section */
+		buf_append(&field, line, text);
 		i += n;
 	}
+	buf_free(&field);
 }
 
 static void build_received(struct smtp_session *s, struct buf *hdr)

@@ -268,6 +268,59 @@ static void test_tls_required_no_and_loop(void)
 	finish();
 }
 
+static void test_folded_header_and_helo_params(void)
+{
+	start(true);
+	cmd("EHLO c");
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	CHECK_INT(feed_data("Subject: x\r\nTLS-Required:\r\n\tNo\r\n\r\nbody\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	struct queued_message *m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	CHECK(m->flags & MSG_TLS_REQUIRED_NO);
+	queued_message_free(m);
+	free(m);
+	smtp_session_queued(&s, true, &out);
+	/* "No" followed by more text is not the header's value */
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	CHECK_INT(feed_data("TLS-Required: Nope\r\n\r\nbody\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	CHECK(!(m->flags & MSG_TLS_REQUIRED_NO));
+	queued_message_free(m);
+	free(m);
+	smtp_session_queued(&s, true, &out);
+	/* in the body it does not count */
+	cmd("MAIL FROM:<a@example.org>");
+	cmd("RCPT TO:<b@example.net>");
+	cmd("DATA");
+	CHECK_INT(feed_data("Subject: y\r\n\r\nTLS-Required: No\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	CHECK(!(m->flags & MSG_TLS_REQUIRED_NO));
+	queued_message_free(m);
+	free(m);
+	smtp_session_queued(&s, true, &out);
+	/* HELO: no service extensions, so no MAIL parameters */
+	cmd("HELO c");
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=10", "555 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "250 2.1.0");
+	finish();
+}
+
+static void test_size_saturates(void)
+{
+	start(true);
+	cmd("EHLO c");
+	/* 20 digits is valid RFC 1870 syntax even above 2^64: too big, not bad */
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=99999999999999999999", "552 5.3.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=999999999999999999999", "501 5.5.4");
+	finish();
+}
+
 static void test_too_many_errors(void)
 {
 	struct smtp_session_config few = cfg;
@@ -292,6 +345,8 @@ int main(void)
 	RUN(test_relay_control);
 	RUN(test_data_refusals);
 	RUN(test_tls_required_no_and_loop);
+	RUN(test_folded_header_and_helo_params);
+	RUN(test_size_saturates);
 	RUN(test_too_many_errors);
 	TEST_EXIT();
 }
