@@ -141,6 +141,8 @@ static const struct key_def keys[] = {
 	  .max = 65535 },
 	{ SEC_DELIVERY, "connect_timeout", KT_DURATION, OFF(delivery.connect_timeout),
 	  .def = "30s", DUR_RANGE },
+	{ SEC_DELIVERY, "dns_timeout", KT_DURATION, OFF(delivery.dns_timeout), .def = "5s",
+	  .min = 1, .max = 60 },
 	{ SEC_DELIVERY, "max_per_domain", KT_UINT, OFF(delivery.max_per_domain), .def = "10",
 	  .min = 1, .max = 10000 },
 	{ SEC_DELIVERY, "max_connections", KT_UINT, OFF(delivery.max_connections), .def = "100",

@@ -102,6 +102,7 @@ struct config_delivery {
 	char *ca_file;                  /* "" = system trust store */
 	uint16_t smtp_port;             /* default 25 */
 	int64_t connect_timeout;        /* seconds; default 30s */
+	int64_t dns_timeout;            /* seconds per DNS try (2 tries); default 5s */
 	unsigned max_per_domain;        /* default 10 */
 	unsigned max_connections;       /* outbound sessions in total; default 100 */
 	bool require_tls;               /* default no */

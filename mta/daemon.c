@@ -15,7 +15,6 @@
 #include "smtp/server.h"
 #include "smtp/tls.h"
 
-#define DNS_TIMEOUT_MS 5000
 #define DNS_TRIES 2
 
 struct daemon {
@@ -137,7 +136,7 @@ int daemon_serve(const struct config *cfg)
 		goto out;
 	}
 	if (resolver_new(&d.resolver, &d.loop, cfg->delivery.dns_servers, cfg->delivery.ndns_servers,
-			 DNS_TIMEOUT_MS, DNS_TRIES, err, sizeof(err)) < 0) {
+			 (unsigned)cfg->delivery.dns_timeout * 1000, DNS_TRIES, err, sizeof(err)) < 0) {
 		log_error("main", "DNS resolver: %s", err);
 		goto fail_store;
 	}

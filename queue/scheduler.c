@@ -251,15 +251,18 @@ static void on_job_done(void *arg, struct delivery_job *job)
 	finish_job(se->s, job);
 }
 
-/* No MX of the destination could be used. If this was its last session,
- * the jobs waiting for it fail the same way now rather than one by one. */
+/*
+ * No MX of the destination could be used: the jobs waiting for it fail the
+ * same way now rather than one by one. All sessions of a destination use
+ * the same MX list, so waiting for the others would only start new sessions
+ * into the same wall (which is what happened before: a tight reconnect loop
+ * that never recorded a deferral).
+ */
 static void on_failed(void *arg, const struct verdict *v)
 {
 	struct session *se = arg;
 	struct scheduler *s = se->s;
 	struct dest *d = se->d;
-	if (d->active > 1)
-		return;
 	struct delivery_job *job;
 	while ((job = dest_pop(s, d)) != NULL) {
 		enum rcpt_outcome o = v->permanent ? RCPT_BOUNCED : RCPT_DEFERRED;

@@ -84,6 +84,7 @@ struct smtp_client {
 	struct mx_needs needs;
 	struct smtp_caps caps;
 	bool starttls_offered;
+	bool starttls_refused;   /* offered, then answered with something else than 220 */
 	bool handshake_failed;
 	char handshake_error[256];
 	struct tls_verify_info cert;
@@ -204,7 +205,9 @@ static void arm(struct smtp_client *c, unsigned secs);
 
 static const char *tls_result_type(const struct smtp_client *c)
 {
-	if (!c->starttls_offered)
+	/* Not offered, or offered and then refused (454): either way the
+	 * MX does not support STARTTLS for us (RFC 8460 4.3.1). */
+	if (!c->starttls_offered || c->starttls_refused)
 		return "starttls-not-supported";
 	if (c->handshake_failed)
 		return "validation-failure";
@@ -709,6 +712,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 			start_tls(c);
 			return;
 		}
+		c->starttls_refused = true;
 		if (c->needs.starttls) {
 			char text[400];
 			smtp_reply_render(r, text, sizeof(text));
@@ -852,6 +856,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	struct smtp_client *c = s->data;
 	if (nread < 0) {
 		free(b->base);
+		if (c->state == CS_HANDSHAKE) {
+			/* A peer that drops the handshake (or only speaks an old
+			 * protocol) is a handshake failure: opportunistic TLS
+			 * retries in plaintext, required TLS tries the next MX. */
+			c->handshake_failed = true;
+			snprintf(c->handshake_error, sizeof(c->handshake_error),
+				 "connection closed during the TLS handshake: %s",
+				 uv_strerror((int)nread));
+			handshake_finished(c);
+			return;
+		}
 		connection_failed(c, "4.4.2", "lost connection in state %s: %s",
 				  cstate_names[c->state], uv_strerror((int)nread));
 		return;
@@ -922,6 +937,7 @@ static void reset_connection_facts(struct smtp_client *c)
 	memset(&c->cert, 0, sizeof(c->cert));
 	memset(&c->fail, 0, sizeof(c->fail));
 	c->starttls_offered = false;
+	c->starttls_refused = false;
 	c->handshake_failed = false;
 	c->handshake_error[0] = '\0';
 	c->tls_desc[0] = '\0';
