@@ -8,7 +8,9 @@
 
 #include <uv.h>
 
+#include "mta/https.h"
 #include "mta/log.h"
+#include "policy/mtasts.h"
 #include "policy/resolver.h"
 #include "queue/scheduler.h"
 #include "queue/store.h"
@@ -22,6 +24,8 @@ struct daemon {
 	const struct config *cfg;
 	struct store *store;
 	struct resolver *resolver;
+	struct https_client *https;
+	struct mtasts *mtasts;
 	SSL_CTX *client_ctx;
 	struct scheduler *scheduler;
 	struct smtp_server *server;
@@ -42,6 +46,11 @@ static void on_scheduler_stopped(void *arg)
 	d->scheduler = NULL;
 	uv_timer_stop(&d->grace);
 	uv_close((uv_handle_t *)&d->grace, on_closed_noop);
+	/* Users before what they use: policies, then HTTPS, then DNS. */
+	mtasts_free(d->mtasts);
+	d->mtasts = NULL;
+	https_client_free(d->https);
+	d->https = NULL;
 	resolver_free(d->resolver);
 	d->resolver = NULL;
 	struct store_stats stats;
@@ -110,6 +119,11 @@ int daemon_serve(const struct config *cfg)
 	char err[512];
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Before any thread (the store's writer) exists. */
+	if (https_global_init(err, sizeof(err)) < 0) {
+		log_error("main", "%s", err);
+		return 1;
+	}
 	log_info("main", "strictrelay %s starting hostname=%s state_dir=%s", STRICTRELAY_VERSION,
 		 cfg->server.hostname, cfg->queue.state_dir);
 
@@ -145,10 +159,20 @@ int daemon_serve(const struct config *cfg)
 		log_error("main", "%s: %s", config_origin(cfg, "delivery", "ca_file"), err);
 		goto fail_resolver;
 	}
-	if (scheduler_start(&d.scheduler, &d.loop, cfg, d.store, d.resolver, d.client_ctx, err,
+	if (https_client_new(&d.https, &d.loop, d.resolver, cfg->delivery.ca_file, err,
+			     sizeof(err)) < 0) {
+		log_error("main", "HTTPS client: %s", err);
+		goto fail_resolver;
+	}
+	if (mtasts_new(&d.mtasts, &d.loop, cfg, d.resolver, d.https, d.store, err, sizeof(err)) < 0) {
+		log_error("main", "MTA-STS: %s", err);
+		goto fail_https;
+	}
+	if (scheduler_start(&d.scheduler, &d.loop, cfg, d.store, d.resolver,
+			    cfg->mta_sts.enabled ? d.mtasts : NULL, d.client_ctx, err,
 			    sizeof(err)) < 0) {
 		log_error("main", "scheduler: %s", err);
-		goto fail_resolver;
+		goto fail_mtasts;
 	}
 	struct smtp_server_params params = {
 		.cfg = cfg,
@@ -161,7 +185,7 @@ int daemon_serve(const struct config *cfg)
 		log_error("main", "%s", err);
 		scheduler_shutdown(d.scheduler, NULL, NULL);
 		uv_run(&d.loop, UV_RUN_DEFAULT);
-		goto fail_resolver;
+		goto fail_mtasts;
 	}
 	uv_timer_init(&d.loop, &d.grace);
 	d.grace.data = &d;
@@ -176,6 +200,10 @@ int daemon_serve(const struct config *cfg)
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	rc = 0;
 	goto out;
+fail_mtasts:
+	mtasts_free(d.mtasts);
+fail_https:
+	https_client_free(d.https);
 fail_resolver:
 	resolver_free(d.resolver);
 fail_store:

@@ -347,7 +347,8 @@ void delivery_record(struct store *st, const struct config *cfg, const struct de
 static const char sql_tls[] =
 	"INSERT INTO tls_sessions (time, policy_domain, policy_type, mx_host, mx_ip, mx_helo,"
 	" sending_ip, starttls_offered, tls, verified, result_type, tls_version, cipher, detail,"
-	" tls_required_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+	" tls_required_no, policy_strings, policy_mx)"
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 static int tls_exec(struct store_tx *tx, void *data, char *err, size_t errlen)
 {
@@ -369,6 +370,8 @@ static int tls_exec(struct store_tx *tx, void *data, char *err, size_t errlen)
 		sqlite3_bind_text(st, 13, r->cipher, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 14, r->detail, -1, SQLITE_STATIC);
 		sqlite3_bind_int(st, 15, r->tls_required_no);
+		sqlite3_bind_text(st, 16, r->policy_strings, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 17, r->policy_mx, -1, SQLITE_STATIC);
 	}
 	return step(tx, st, err, errlen) < 0 ? -1 : 0;
 }

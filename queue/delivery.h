@@ -90,6 +90,8 @@ struct tls_session_record {
 	char tls_version[32];
 	char cipher[96];
 	char detail[256];         /* failure-reason-code / free text */
+	char policy_strings[4096];/* the MTA-STS policy lines, "\n"-separated */
+	char policy_mx[1024];     /* its mx patterns, "\n"-separated */
 	bool tls_required_no;     /* the message asked to skip policies (not reported) */
 };
 

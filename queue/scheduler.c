@@ -37,6 +37,7 @@ struct scheduler {
 	const struct config *cfg;
 	struct store *store;
 	struct resolver *resolver;
+	struct mtasts *mtasts;
 	SSL_CTX *client_ctx;
 	sqlite3 *db;              /* reader connection (and the TEMP claims table) */
 	struct store_tx *tx;
@@ -120,15 +121,18 @@ static struct dest *dest_for(struct scheduler *s, const char *domain, const char
 		verify_name = route->verify_name;
 		/* STS-08: with a smarthost the policy domain is the smarthost's */
 		policy_domain = route->next_hop.host;
-		snprintf(label, sizeof(label), "route %s %s%s%s:%u", route->domain,
+		/* one token, so log lines stay key=value */
+		snprintf(label, sizeof(label), "route(%s)%s%s%s:%u", route->domain,
 			 route->next_hop.bracketed ? "[" : "", route->next_hop.host,
 			 route->next_hop.bracketed ? "]" : "", port);
 	} else {
 		snprintf(label, sizeof(label), "%s", domain);
 	}
+	/* The route is part of the key: two routes to one host stay apart, so
+	 * logs and `queue show` name the route each recipient took. */
 	char key[800];
-	snprintf(key, sizeof(key), "%s|%d|%u|%d|%s|%d|%d", lookup, mx_lookup, port, (int)tls,
-		 verify_name ? verify_name : "", requiretls, tls_no);
+	snprintf(key, sizeof(key), "%s|%s|%d|%u|%d|%s|%d|%d", route ? route->domain : "", lookup,
+		 mx_lookup, port, (int)tls, verify_name ? verify_name : "", requiretls, tls_no);
 	for (struct dest *d = s->dests; d != NULL; d = d->next)
 		if (strcmp(d->key, key) == 0)
 			return d;
@@ -137,6 +141,7 @@ static struct dest *dest_for(struct scheduler *s, const char *domain, const char
 	d->key = xstrdup(key);
 	d->cd.lookup_name = xstrdup(lookup);
 	d->cd.mx_lookup = mx_lookup;
+	d->cd.route = route != NULL;
 	d->cd.port = port;
 	d->cd.policy_domain = xstrdup(policy_domain);
 	d->cd.label = xstrdup(label);
@@ -325,6 +330,7 @@ static void dest_kick(struct scheduler *s, struct dest *d)
 			.loop = s->loop,
 			.cfg = cfg,
 			.resolver = s->resolver,
+			.mtasts = s->mtasts,
 			.tls_ctx = s->client_ctx,
 			.store = s->store,
 			.dest = &d->cd,
@@ -498,14 +504,15 @@ void scheduler_kick(struct scheduler *s)
 }
 
 int scheduler_start(struct scheduler **out, uv_loop_t *loop, const struct config *cfg,
-		    struct store *store, struct resolver *resolver, SSL_CTX *client_ctx, char *err,
-		    size_t errlen)
+		    struct store *store, struct resolver *resolver, struct mtasts *mtasts,
+		    SSL_CTX *client_ctx, char *err, size_t errlen)
 {
 	struct scheduler *s = xcalloc(1, sizeof(*s));
 	s->loop = loop;
 	s->cfg = cfg;
 	s->store = store;
 	s->resolver = resolver;
+	s->mtasts = mtasts;
 	s->client_ctx = client_ctx;
 	if (store_db_open(&s->db, cfg->queue.state_dir, err, errlen) < 0) {
 		free(s);

@@ -28,12 +28,14 @@
 #include "mta/config.h"
 #include "queue/store.h"
 
+struct mtasts;
 struct resolver;
 struct scheduler;
 
+/* mtasts may be NULL (MTA-STS off). */
 int scheduler_start(struct scheduler **out, uv_loop_t *loop, const struct config *cfg,
-		    struct store *store, struct resolver *resolver, SSL_CTX *client_ctx, char *err,
-		    size_t errlen);
+		    struct store *store, struct resolver *resolver, struct mtasts *mtasts,
+		    SSL_CTX *client_ctx, char *err, size_t errlen);
 
 void scheduler_kick(struct scheduler *s);
 

@@ -80,6 +80,20 @@ static const char *const migrations[] = {
 	"  tls_required_no INTEGER NOT NULL DEFAULT 0"
 	");"
 	"CREATE INDEX tls_sessions_time ON tls_sessions(time, policy_domain);",
+	/* 2 -> 3: the MTA-STS policy cache (RFC 8461 5.1); the policy in force
+	 * for each TLS session (RFC 8460 policy-string, mx-host) */
+	"CREATE TABLE sts_policies ("
+	"  domain TEXT PRIMARY KEY,"
+	"  id TEXT NOT NULL,"
+	"  policy TEXT NOT NULL,"
+	"  mode TEXT NOT NULL,"
+	"  max_age INTEGER NOT NULL,"
+	"  fetched INTEGER NOT NULL,"
+	"  expires INTEGER NOT NULL,"
+	"  last_used INTEGER NOT NULL DEFAULT 0"
+	");"
+	"ALTER TABLE tls_sessions ADD COLUMN policy_strings TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE tls_sessions ADD COLUMN policy_mx TEXT NOT NULL DEFAULT '';",
 };
 
 int store_schema_version(sqlite3 *db)

@@ -9,6 +9,7 @@
 
 #include "mta/log.h"
 #include "mta/netaddr.h"
+#include "policy/mtasts.h"
 #include "policy/nexthop.h"
 #include "smtp/data.h"
 #include "smtp/reply.h"
@@ -26,6 +27,7 @@
 #define MAX_ATTEMPTS 10 /* connections per session before giving up */
 
 enum cstate {
+	CS_POLICY,   /* looking up the MTA-STS policy */
 	CS_RESOLVING,
 	CS_CONNECTING,
 	CS_GREETING,
@@ -45,7 +47,7 @@ enum cstate {
 };
 
 static const char *const cstate_names[] = {
-	"resolving", "connecting", "greeting", "ehlo", "helo", "starttls", "handshake",
+	"policy", "resolving", "connecting", "greeting", "ehlo", "helo", "starttls", "handshake",
 	"ehlo-tls", "ready", "transaction", "dot", "body", "rset", "quit", "closing", "done",
 };
 
@@ -58,11 +60,17 @@ struct mx_host {
 struct smtp_client {
 	struct smtp_client_params p;
 	enum cstate state;
+	/* the destination's requirements plus the MTA-STS policy found now */
+	struct delivery_req req;
+	struct strlist sts_mx;
+	struct strlist sts_lines;
+	struct mtasts_query *stsq;
 	struct nexthop_query *nhq;
 	struct mx_host *hosts;
 	size_t nhosts;
 	size_t host_i, addr_i;
 	bool host_checked;     /* decide_mx done for hosts[host_i] */
+	bool mx_matches;       /* hosts[host_i] matches the MTA-STS policy (if any) */
 	unsigned attempts;
 	bool plain_retry;      /* reconnect to the same address without STARTTLS */
 
@@ -218,18 +226,57 @@ static const char *tls_result_type(const struct smtp_client *c)
 	return "validation-failure";
 }
 
+static void join_lines(const struct strlist *l, char *dst, size_t dstlen)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	for (size_t i = 0; i < l->n; i++) {
+		if (i > 0)
+			buf_putc(&b, '\n');
+		buf_puts(&b, l->v[i]);
+	}
+	snprintf(dst, dstlen, "%s", b.data ? b.data : "");
+	buf_free(&b);
+}
+
+/* MTA-STS testing mode (STS-55): deliver as without a policy, but say what
+ * enforce mode would have done. */
+static void log_testing_verdict(const struct smtp_client *c)
+{
+	if (c->req.sts != STS_MODE_TESTING || c->req.tls_required_no)
+		return;
+	const char *why = NULL;
+	if (!c->mx_matches)
+		why = "the MX does not match the policy";
+	else if (!c->starttls_offered || c->starttls_refused)
+		why = "the MX does not support STARTTLS";
+	else if (c->handshake_failed)
+		why = "the TLS handshake failed";
+	else if (c->tls.done && c->cert.result != TLS_CERT_OK)
+		why = tls_cert_result_name(c->cert.result);
+	if (why != NULL)
+		log_info("delivery", "dest=%s mx=%s ip=%s sts=testing enforce mode would refuse this MX: %s",
+			 c->p.dest->label, c->mx_host, c->mx_ip, why);
+}
+
 /* One record per connection that reached the greeting (RFC 8460 counts
  * sessions; connection failures are not TLS failures, RPT-12). */
 static void record_tls(struct smtp_client *c)
 {
 	if (!c->greeted)
 		return;
+	log_testing_verdict(c);
+	if (c->p.store == NULL)
+		return; /* a probe (strictrelay policy --probe) records nothing */
 	struct tls_session_record r;
 	memset(&r, 0, sizeof(r));
 	r.time = now_unix();
 	snprintf(r.policy_domain, sizeof(r.policy_domain), "%s", c->p.dest->policy_domain);
+	/* mode none counts as no policy (STS-56) */
 	snprintf(r.policy_type, sizeof(r.policy_type), "%s",
-		 c->p.dest->req.sts == STS_MODE_NONE ? "no-policy-found" : "sts");
+		 c->req.sts == STS_MODE_NONE ? "no-policy-found" : "sts");
+	join_lines(&c->sts_lines, r.policy_strings, sizeof(r.policy_strings));
+	join_lines(&c->sts_mx, r.policy_mx, sizeof(r.policy_mx));
 	snprintf(r.mx_host, sizeof(r.mx_host), "%s", c->mx_host);
 	snprintf(r.mx_ip, sizeof(r.mx_ip), "%s", c->mx_ip);
 	snprintf(r.mx_helo, sizeof(r.mx_helo), "%s", c->caps.name);
@@ -238,25 +285,32 @@ static void record_tls(struct smtp_client *c)
 	r.tls = c->tls.done;
 	r.verified = c->tls.done && c->cert.result == TLS_CERT_OK;
 	snprintf(r.result_type, sizeof(r.result_type), "%s", tls_result_type(c));
+	if (c->req.sts != STS_MODE_NONE && !c->mx_matches) {
+		/* RFC 8460 has no type for an MX outside the policy (D8) */
+		snprintf(r.result_type, sizeof(r.result_type), "validation-failure");
+		snprintf(r.detail, sizeof(r.detail), "mx-not-in-policy");
+	}
 	if (c->tls.done) {
 		char version[32] = "", cipher[96] = "";
 		sscanf(c->tls_desc, "%31s %95s", version, cipher);
 		snprintf(r.tls_version, sizeof(r.tls_version), "%s", version);
 		snprintf(r.cipher, sizeof(r.cipher), "%s", cipher);
 	}
-	if (c->handshake_failed)
+	if (r.detail[0] != '\0')
+		; /* mx-not-in-policy */
+	else if (c->handshake_failed)
 		snprintf(r.detail, sizeof(r.detail), "%s", c->handshake_error);
 	else if (c->tls.done && c->cert.result != TLS_CERT_OK)
 		snprintf(r.detail, sizeof(r.detail), "%s", c->cert.detail);
-	r.tls_required_no = c->p.dest->req.tls_required_no;
+	r.tls_required_no = c->req.tls_required_no;
 	tls_session_record(c->p.store, &r);
-	char helo[300];
+	char helo[300], detail[300];
 	log_info("delivery", "dest=%s mx=%s ip=%s helo=%s starttls=%s tls=%s verified=%s verify_name=%s result=%s%s%s",
 		 c->p.dest->label, c->mx_host, c->mx_ip, str_quote(helo, sizeof(helo), c->caps.name),
 		 c->starttls_offered ? "offered" : "no", c->tls.done ? "yes" : "no",
 		 r.verified ? "yes" : "no", c->needs.verify_name ? c->needs.verify_name : c->mx_host,
 		 r.result_type, r.detail[0] ? " detail=" : "",
-		 r.detail[0] ? str_quote(helo, sizeof(helo), r.detail) : "");
+		 r.detail[0] ? str_quote(detail, sizeof(detail), r.detail) : "");
 }
 
 static void log_outcomes(struct smtp_client *c, const struct delivery_job *job)
@@ -286,10 +340,10 @@ static void log_outcomes(struct smtp_client *c, const struct delivery_job *job)
 		log_info("delivery", "id=%s to=<%s> dest=%s mx=%s ip=%s %s sts=%s requiretls=%s attempts=%u delay=%.2fs status=%s dsn=%s reply=%s",
 			 job->msg->id, str_quote(to, sizeof(to), r->address), c->p.dest->label,
 			 c->mx_host, c->mx_ip, tls,
-			 c->p.dest->req.sts == STS_MODE_ENFORCE   ? "enforce"
-			 : c->p.dest->req.sts == STS_MODE_TESTING ? "testing"
+			 c->req.sts == STS_MODE_ENFORCE   ? "enforce"
+			 : c->req.sts == STS_MODE_TESTING ? "testing"
 								  : "none",
-			 c->p.dest->req.requiretls ? "yes" : "no", r->attempts + 1, delay, status,
+			 c->req.requiretls ? "yes" : "no", r->attempts + 1, delay, status,
 			 r->status, str_quote(reply, sizeof(reply), r->reply));
 	}
 }
@@ -365,9 +419,11 @@ static void send_txn_command(struct smtp_client *c, size_t i)
 			buf_printf(&line, " SIZE=%zu", m->len);
 		if (c->caps.eightbitmime && (m->flags & (MSG_BODY_8BITMIME | MSG_HAS_8BIT)))
 			buf_puts(&line, " BODY=8BITMIME");
-		if (m->flags & MSG_SMTPUTF8)
+		/* Passed on as declared where the peer knows it; a message whose
+		 * envelope and header are ASCII does not need it (RFC 6531 3.4). */
+		if ((m->flags & MSG_SMTPUTF8) && c->caps.smtputf8)
 			buf_puts(&line, " SMTPUTF8");
-		if (c->p.dest->req.requiretls)
+		if (c->req.requiretls)
 			buf_puts(&line, " REQUIRETLS");
 		send_cmd(c, "%s", line.data);
 		buf_free(&line);
@@ -377,6 +433,23 @@ static void send_txn_command(struct smtp_client *c, size_t i)
 		send_cmd(c, "DATA");
 	}
 	c->nsent = i + 1;
+}
+
+/* Whether the message really needs SMTPUTF8: a non-ASCII address in the
+ * envelope or non-ASCII octets in the header section (UTF8-03). */
+static bool needs_smtputf8(const struct delivery_job *job)
+{
+	const struct msg_body *m = job->msg;
+	if (!(m->flags & MSG_SMTPUTF8))
+		return false;
+	if (!str_is_ascii(m->sender, strlen(m->sender)))
+		return true;
+	for (size_t i = 0; i < job->nrcpts; i++)
+		if (!str_is_ascii(job->rcpts[i].address, strlen(job->rcpts[i].address)))
+			return true;
+	const char *end = strstr(m->data, "\r\n\r\n");
+	size_t hlen = end ? (size_t)(end - m->data) : m->len;
+	return !str_is_ascii(m->data, hlen);
 }
 
 static void start_txn(struct smtp_client *c)
@@ -398,14 +471,14 @@ static void start_txn(struct smtp_client *c)
 		take_job(c);
 		return;
 	}
-	if ((m->flags & MSG_SMTPUTF8) && !c->caps.smtputf8) {
+	if (needs_smtputf8(job) && !c->caps.smtputf8) {
 		local_bounce(c, "5.6.7", "the message needs SMTPUTF8 and %s does not support it",
 			     c->mx_host);
 		take_job(c);
 		return;
 	}
 	/* RTLS-16: re-check the invariant where the MAIL command is built. */
-	if (c->p.dest->req.requiretls &&
+	if (c->req.requiretls &&
 	    !(c->tls.done && c->cert.result == TLS_CERT_OK && c->caps.requiretls)) {
 		log_error("delivery", "id=%s BUG: REQUIRETLS message about to go to %s without verified TLS and REQUIRETLS; refused",
 			  m->id, c->mx_host);
@@ -1013,6 +1086,34 @@ static void close_connection(struct smtp_client *c)
 	}
 }
 
+static bool sts_matches_any(const struct strlist *patterns, const char *host)
+{
+	for (size_t i = 0; i < patterns->n; i++)
+		if (sts_mx_match(patterns->v[i], host))
+			return true;
+	return false;
+}
+
+/* Enforce mode skips an MX outside the policy without connecting; TLS
+ * reporting still counts it as a failed session (decision D8). */
+static void record_mx_not_in_policy(struct smtp_client *c, const char *host)
+{
+	if (c->p.store == NULL)
+		return;
+	struct tls_session_record r;
+	memset(&r, 0, sizeof(r));
+	r.time = now_unix();
+	snprintf(r.policy_domain, sizeof(r.policy_domain), "%s", c->p.dest->policy_domain);
+	snprintf(r.policy_type, sizeof(r.policy_type), "sts");
+	join_lines(&c->sts_lines, r.policy_strings, sizeof(r.policy_strings));
+	join_lines(&c->sts_mx, r.policy_mx, sizeof(r.policy_mx));
+	snprintf(r.mx_host, sizeof(r.mx_host), "%s", host);
+	snprintf(r.result_type, sizeof(r.result_type), "validation-failure");
+	snprintf(r.detail, sizeof(r.detail), "mx-not-in-policy");
+	r.tls_required_no = c->req.tls_required_no;
+	tls_session_record(c->p.store, &r);
+}
+
 /* Picks the next address to try: the same one again for a plaintext retry,
  * else the next address of this MX, else the next MX. */
 static void next_address(struct smtp_client *c)
@@ -1043,8 +1144,10 @@ static void next_address(struct smtp_client *c)
 		if (!c->host_checked) {
 			c->host_checked = true;
 			struct verdict v;
-			decide_mx(&c->p.dest->req, h->name, &v);
+			c->mx_matches = sts_matches_any(&c->sts_mx, h->name);
+			decide_mx(&c->req, h->name, &v);
 			if (v.result != DECIDE_OK) {
+				record_mx_not_in_policy(c, h->name);
 				log_info("delivery", "dest=%s mx=%s not used: %s", c->p.dest->label,
 					 h->name, v.reason);
 				c->verdicts = xrealloc(c->verdicts, (c->nverdicts + 1) * sizeof(*c->verdicts));
@@ -1054,7 +1157,7 @@ static void next_address(struct smtp_client *c)
 				c->host_checked = false;
 				continue;
 			}
-			decide_needs(&c->p.dest->req, h->name, &c->needs);
+			decide_needs(&c->req, h->name, &c->needs);
 		}
 		if (c->addr_i >= h->naddrs) {
 			c->host_i++;
@@ -1069,7 +1172,7 @@ static void next_address(struct smtp_client *c)
 	set_state(c, CS_DONE);
 	if (!c->closing_session) {
 		struct verdict v;
-		decide_exhausted(&c->p.dest->req, c->verdicts, c->nverdicts, &v);
+		decide_exhausted(&c->req, c->verdicts, c->nverdicts, &v);
 		c->p.ops.failed(c->p.arg, &v);
 	}
 	c->closing_session = true;
@@ -1087,6 +1190,8 @@ static void on_timer_closed(uv_handle_t *h)
 	free(c->hosts);
 	free(c->verdicts);
 	free(c->accepted);
+	strlist_free(&c->sts_mx);
+	strlist_free(&c->sts_lines);
 	buf_free(&c->in);
 	tls_conn_free(&c->tls);
 	free(c);
@@ -1116,20 +1221,20 @@ static void on_nexthop(void *arg, const struct nexthop *nh)
 				    "domain %s does not accept mail (null MX, RFC 7505)", name);
 			break;
 		case NH_NXDOMAIN:
-			if (c->p.dest->mx_lookup)
+			if (!c->p.dest->route)
 				verdict_set(&v, true, "5.1.2", "domain %s does not exist", name);
 			else /* a configured next hop that does not resolve: fix the config */
 				verdict_set(&v, false, "4.4.3", "next hop %s does not exist in DNS", name);
 			break;
 		case NH_NODATA:
 			/* RFC 5321 5.1: no MX and no address: it cannot receive mail */
-			if (c->p.dest->mx_lookup)
+			if (!c->p.dest->route)
 				verdict_set(&v, true, "5.4.4", "domain %s has no MX and no address", name);
 			else
 				verdict_set(&v, false, "4.4.3", "next hop %s has no address in DNS", name);
 			break;
 		case NH_BADNAME:
-			verdict_set(&v, c->p.dest->mx_lookup, c->p.dest->mx_lookup ? "5.1.2" : "4.4.3",
+			verdict_set(&v, !c->p.dest->route, !c->p.dest->route ? "5.1.2" : "4.4.3",
 				    "%s is not a valid domain name: %s", name, nh->detail);
 			break;
 		default:
@@ -1156,17 +1261,47 @@ static void on_nexthop(void *arg, const struct nexthop *nh)
 	next_address(c);
 }
 
+static void resolve(struct smtp_client *c)
+{
+	set_state(c, CS_RESOLVING);
+	c->nhq = nexthop_resolve(c->p.resolver, c->p.dest->lookup_name, c->p.dest->mx_lookup,
+				 on_nexthop, c);
+}
+
+static void on_policy(void *arg, const struct sts_result *res)
+{
+	struct smtp_client *c = arg;
+	c->stsq = NULL;
+	c->req.sts = res->have_policy ? res->mode : STS_MODE_NONE;
+	if (c->req.sts != STS_MODE_NONE) {
+		strlist_copy(&c->sts_mx, res->mx);
+		strlist_copy(&c->sts_lines, res->lines);
+		c->req.sts_mx = &c->sts_mx;
+	}
+	log_debug("delivery", "dest=%s mta-sts mode=%s id=%s source=%s", c->p.dest->label,
+		  c->req.sts == STS_MODE_ENFORCE ? "enforce" : c->req.sts == STS_MODE_TESTING ? "testing" : "none",
+		  res->id, res->source);
+	resolve(c);
+}
+
 struct smtp_client *smtp_client_start(const struct smtp_client_params *p)
 {
 	struct smtp_client *c = xcalloc(1, sizeof(*c));
 	c->p = *p;
+	c->req = p->dest->req;
 	buf_init(&c->in, 64 * 1024 + 4096);
 	smtp_reply_init(&c->rp);
 	uv_timer_init(p->loop, &c->timer);
 	c->timer.data = c;
-	set_state(c, CS_RESOLVING);
-	c->nhq = nexthop_resolve(p->resolver, p->dest->lookup_name, p->dest->mx_lookup, on_nexthop,
-				 c);
+	/* MTA-STS applies to MX deliveries only (not routes or address
+	 * literals, STS-08), and "TLS-Required: No" asks us to skip it. */
+	if (p->mtasts != NULL && p->dest->mx_lookup && p->cfg->mta_sts.enabled &&
+	    !c->req.tls_required_no) {
+		set_state(c, CS_POLICY);
+		c->stsq = mtasts_get(p->mtasts, p->dest->policy_domain, false, on_policy, c);
+		return c;
+	}
+	resolve(c);
 	return c;
 }
 
@@ -1175,8 +1310,12 @@ void smtp_client_abort(struct smtp_client *c)
 	if (c->aborted)
 		return;
 	c->aborted = true;
-	if (c->nhq != NULL) {
-		nexthop_cancel(c->nhq);
+	if (c->stsq != NULL || c->nhq != NULL) {
+		if (c->stsq != NULL)
+			mtasts_cancel(c->stsq);
+		if (c->nhq != NULL)
+			nexthop_cancel(c->nhq);
+		c->stsq = NULL;
 		c->nhq = NULL;
 		c->closing_session = true;
 		/* never called back from here: close through the loop */

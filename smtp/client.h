@@ -26,6 +26,7 @@
 #include "queue/delivery.h"
 #include "queue/store.h"
 
+struct mtasts;
 struct resolver;
 struct smtp_client;
 
@@ -33,9 +34,11 @@ struct smtp_client;
 struct client_dest {
 	char *lookup_name;   /* the domain (MX lookup) or the host itself */
 	bool mx_lookup;      /* false: lookup_name is the host ([host] route, address literal) */
+	bool route;          /* a configured route: a next hop that does not resolve is a
+	                      * configuration problem (defer), not a bad recipient domain */
 	uint16_t port;
 	char *policy_domain; /* for TLS reporting: the recipient domain, or the route host */
-	char *label;         /* for logs: "example.com", "route [relay.test]:2525" */
+	char *label;         /* for logs, one token: "example.com", "route(*)[relay.test]:2525" */
 	struct delivery_req req;
 };
 
@@ -50,8 +53,9 @@ struct smtp_client_params {
 	uv_loop_t *loop;
 	const struct config *cfg;
 	struct resolver *resolver;
+	struct mtasts *mtasts;    /* NULL: no MTA-STS lookups */
 	SSL_CTX *tls_ctx;
-	struct store *store;
+	struct store *store;      /* NULL: record nothing (policy --probe) */
 	const struct client_dest *dest; /* borrowed: must outlive the session */
 	struct client_ops ops;
 	void *arg;

@@ -258,6 +258,7 @@ void tls_client_verify(const struct tls_conn *t, struct tls_verify_info *info)
 		info->result = TLS_CERT_EXPIRED;
 		break;
 	case X509_V_ERR_HOSTNAME_MISMATCH:
+	case X509_V_ERR_IP_ADDRESS_MISMATCH:
 		info->result = TLS_CERT_NAME_MISMATCH;
 		break;
 	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
