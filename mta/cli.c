@@ -9,6 +9,7 @@
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/log.h"
+#include "policy/pcli.h"
 #include "queue/qcli.h"
 
 static const char main_help[] =
@@ -34,6 +35,9 @@ static const char main_help[] =
 	"                    history and headers (--body for the whole message)\n"
 	"    queue flush [ID] | hold ID | release ID | delete ID\n"
 	"                    deliver now, keep, let go, or remove queued mail\n"
+	"    policy DOMAIN   what delivery to DOMAIN would do: MX hosts, MTA-STS record\n"
+	"                    and policy (cached or fetched), TLSRPT record, and for each\n"
+	"                    MX whether it matches and (--probe) what STARTTLS found\n"
 	"    version         print the version\n"
 	"\n"
 	"    Run `strictrelay COMMAND --help` for a command's own options.\n"
@@ -135,6 +139,31 @@ static const char queue_help[] =
 	"    All of them work on the database directly while `serve` runs; the relay\n"
 	"    sees changes within a second. Deliveries already under way finish.\n";
 
+static const char policy_help[] =
+	"NAME\n"
+	"    strictrelay policy - what delivery to a domain would do right now\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    strictrelay [-c FILE] policy DOMAIN [--refresh] [--probe] [--json]\n"
+	"\n"
+	"DESCRIPTION\n"
+	"    Resolves DOMAIN with the relay's own resolver and prints: the MX hosts\n"
+	"    and their addresses (or the route that applies), the _mta-sts TXT record\n"
+	"    and the MTA-STS policy that applies (fetched or from the cache, with its\n"
+	"    age and expiry), the _smtp._tls (TLSRPT) record, for each MX whether it\n"
+	"    matches the policy, and whether a REQUIRETLS message could be delivered.\n"
+	"    A fetched policy is stored in the cache the daemon uses.\n"
+	"\n"
+	"OPTIONS\n"
+	"    --refresh  fetch the policy even when the cached one is current\n"
+	"    --probe    connect to every MX (EHLO, STARTTLS, certificate check against\n"
+	"               the MX name, REQUIRETLS advertised?) and QUIT; no mail is sent\n"
+	"    --json     one JSON object instead of text\n"
+	"\n"
+	"EXAMPLES\n"
+	"    strictrelay policy example.com --probe\n"
+	"    strictrelay policy example.com --refresh --json | jq .mta_sts.policy\n";
+
 struct command {
 	const char *name;
 	const char *help;
@@ -171,6 +200,7 @@ static const struct command commands[] = {
 	{ "serve", serve_help, true, run_serve },
 	{ "check-config", check_help, true, run_check },
 	{ "queue", queue_help, true, qcli_main },
+	{ "policy", policy_help, true, pcli_main },
 	{ "version", NULL, false, run_version },
 };
 

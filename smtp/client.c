@@ -1058,12 +1058,36 @@ static void on_tcp_closed(uv_handle_t *h)
 	next_address(c);
 }
 
+static void report_facts(struct smtp_client *c)
+{
+	if (c->p.ops.conn_done == NULL)
+		return;
+	struct client_facts f = {
+		.mx_host = c->mx_host,
+		.mx_ip = c->mx_ip,
+		.connected = c->state > CS_CONNECTING,
+		.greeted = c->greeted,
+		.helo = c->caps.name,
+		.starttls_offered = c->starttls_offered,
+		.starttls_refused = c->starttls_refused,
+		.tls = c->tls.done,
+		.tls_desc = c->tls_desc,
+		.handshake_error = c->handshake_error,
+		.cert = &c->cert,
+		.verify_name = c->needs.verify_name ? c->needs.verify_name : c->mx_host,
+		.requiretls_offered = c->tls.done && c->caps.requiretls,
+		.error = c->fail.result != DECIDE_OK ? c->fail.reason : "",
+	};
+	c->p.ops.conn_done(c->p.arg, &f);
+}
+
 static void close_connection(struct smtp_client *c)
 {
 	if (c->state == CS_CLOSING || c->state == CS_DONE)
 		return;
 	uv_timer_stop(&c->timer);
 	record_tls(c);
+	report_facts(c);
 	c->greeted = false;
 	if (c->job != NULL) {
 		/* connection gone with a job in hand */

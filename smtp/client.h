@@ -42,11 +42,31 @@ struct client_dest {
 	struct delivery_req req;
 };
 
+/* What one connection found out (strictrelay policy --probe). */
+struct client_facts {
+	const char *mx_host;
+	const char *mx_ip;
+	bool connected;
+	bool greeted;            /* the peer answered EHLO or HELO */
+	const char *helo;        /* its name from the greeting/EHLO */
+	bool starttls_offered;
+	bool starttls_refused;
+	bool tls;                /* a TLS session was established */
+	const char *tls_desc;    /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+	const char *handshake_error;
+	const struct tls_verify_info *cert;
+	const char *verify_name;
+	bool requiretls_offered; /* in the EHLO inside TLS */
+	const char *error;       /* why the connection failed, or "" */
+};
+
 struct client_ops {
 	struct delivery_job *(*next_job)(void *arg);
 	void (*job_done)(void *arg, struct delivery_job *job);
 	void (*failed)(void *arg, const struct verdict *v);
 	void (*closed)(void *arg);
+	/* optional: called as each connection ends */
+	void (*conn_done)(void *arg, const struct client_facts *f);
 };
 
 struct smtp_client_params {
