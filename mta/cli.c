@@ -11,6 +11,7 @@
 #include "mta/log.h"
 #include "policy/pcli.h"
 #include "queue/qcli.h"
+#include "smtp/sendcli.h"
 
 static const char main_help[] =
 	"NAME\n"
@@ -38,6 +39,8 @@ static const char main_help[] =
 	"    policy DOMAIN   what delivery to DOMAIN would do: MX hosts, MTA-STS record\n"
 	"                    and policy (cached or fetched), TLSRPT record, and for each\n"
 	"                    MX whether it matches and (--probe) what STARTTLS found\n"
+	"    send            send one test message and print the transcript (like swaks,\n"
+	"                    but it can add REQUIRETLS to MAIL FROM)\n"
 	"    version         print the version\n"
 	"\n"
 	"    Run `strictrelay COMMAND --help` for a command's own options.\n"
@@ -196,11 +199,18 @@ static int run_version(const struct config *cfg, int argc, char **argv)
 	return EXIT_OK;
 }
 
+static int run_send(const struct config *cfg, int argc, char **argv)
+{
+	(void)cfg;
+	return sendcli_main(argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "serve", serve_help, true, run_serve },
 	{ "check-config", check_help, true, run_check },
 	{ "queue", queue_help, true, qcli_main },
 	{ "policy", policy_help, true, pcli_main },
+	{ "send", sendcli_help, false, run_send },
 	{ "version", NULL, false, run_version },
 };
 

@@ -16,6 +16,7 @@
  * ("FILE:LINE: max_connections: " or "environment VAR: ").
  */
 #include "config.h"
+#include "policy/requiretls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -153,6 +154,8 @@ static const struct key_def keys[] = {
 	/* [requiretls] */
 	{ SEC_REQUIRETLS, "preflight", KT_BOOL, OFF(requiretls.preflight), .def = "yes" },
 	{ SEC_REQUIRETLS, "require_for", KT_STRLIST, OFF(requiretls.require_for), .def = "" },
+	{ SEC_REQUIRETLS, "preflight_timeout", KT_DURATION, OFF(requiretls.preflight_timeout),
+	  .def = "5s", .min = 1, .max = 60 },
 	/* [mta_sts] */
 	{ SEC_MTA_STS, "enabled", KT_BOOL, OFF(mta_sts.enabled), .def = "yes" },
 	{ SEC_MTA_STS, "https_port", KT_PORT, OFF(mta_sts.https_port), .def = "443", .min = 1,
@@ -1492,6 +1495,12 @@ static int validate_other(const struct config *cfg, char *err, size_t errlen)
 			    "%s is set but %s is not (DKIM signing needs dkim_domain, "
 			    "dkim_selector and dkim_key)",
 			    set, missing);
+	struct rtls_rules rules = { 0 };
+	char why[REASON_MAX];
+	int bad = rtls_rules_parse(&rules, &cfg->requiretls.require_for, why, sizeof(why));
+	rtls_rules_free(&rules);
+	if (bad < 0)
+		return verr(cfg, err, errlen, "requiretls", "require_for", "%s", why);
 	return 0;
 }
 

@@ -113,8 +113,9 @@ struct config_auth {
 };
 
 struct config_requiretls {
-	bool preflight;                 /* default yes */
-	struct strlist require_for;     /* issue 5 */
+	bool preflight;                 /* refuse 550 5.7.30 at RCPT when provable; default yes */
+	int64_t preflight_timeout;      /* seconds to find out at RCPT; default 5s */
+	struct strlist require_for;     /* rules tagging mail REQUIRETLS (policy/requiretls.h) */
 };
 
 struct config_mta_sts {

@@ -11,6 +11,7 @@
 #include "mta/https.h"
 #include "mta/log.h"
 #include "policy/mtasts.h"
+#include "policy/preflight.h"
 #include "policy/resolver.h"
 #include "queue/scheduler.h"
 #include "queue/store.h"
@@ -26,6 +27,7 @@ struct daemon {
 	struct resolver *resolver;
 	struct https_client *https;
 	struct mtasts *mtasts;
+	struct preflight *preflight;
 	SSL_CTX *client_ctx;
 	struct scheduler *scheduler;
 	struct smtp_server *server;
@@ -69,6 +71,8 @@ static void on_server_drained(void *arg)
 {
 	struct daemon *d = arg;
 	d->server = NULL;
+	preflight_free(d->preflight);
+	d->preflight = NULL;
 	scheduler_shutdown(d->scheduler, on_scheduler_stopped, d);
 }
 
@@ -174,16 +178,19 @@ int daemon_serve(const struct config *cfg)
 		log_error("main", "scheduler: %s", err);
 		goto fail_mtasts;
 	}
+	d.preflight = preflight_new(&d.loop, cfg, d.resolver, cfg->mta_sts.enabled ? d.mtasts : NULL);
 	struct smtp_server_params params = {
 		.cfg = cfg,
 		.tls_ctx = tls_ctx,
 		.store = d.store,
+		.preflight = d.preflight,
 		.queued = on_message_queued,
 		.queued_arg = &d,
 	};
 	if (smtp_server_start(&d.server, &d.loop, &params, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);
 		scheduler_shutdown(d.scheduler, NULL, NULL);
+		preflight_free(d.preflight);
 		uv_run(&d.loop, UV_RUN_DEFAULT);
 		goto fail_mtasts;
 	}

@@ -49,6 +49,7 @@ struct discovery {
 	char txt_desc[200];
 	char failure_type[40];
 	char failure[300];
+	bool temporary;      /* the TXT lookup failed temporarily */
 	/* a policy fetched now that may not be cached (max_age 0) */
 	bool fresh;
 	struct mtasts_query *waiters;
@@ -242,6 +243,7 @@ static void deliver(struct discovery *d)
 		.expires = use ? e->expires : 0,
 		.source = !use ? "none" : d->fresh ? "fetched" : "cache",
 		.txt = d->txt_desc,
+		.temporary = !use && (d->temporary || d->failure_type[0] != '\0'),
 		.failure_type = d->failure_type,
 		.failure = d->failure,
 	};
@@ -397,6 +399,7 @@ static void on_txt(void *arg, const struct dns_result *res)
 	} else {
 		snprintf(d->txt_desc, sizeof(d->txt_desc), "%s",
 			 res->status == DNS_TEMPFAIL ? res->detail : "no record");
+		d->temporary = res->status == DNS_TEMPFAIL;
 		if (res->status == DNS_TEMPFAIL && !cached_valid)
 			log_info("mta-sts", "domain=%s _mta-sts TXT lookup failed: %s", e->domain,
 				 res->detail);

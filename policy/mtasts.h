@@ -60,6 +60,9 @@ struct sts_result {
 	int64_t expires;
 	const char *source;        /* "fetched", "cache" or "none" */
 	const char *txt;           /* what the TXT lookup said, for diagnostics */
+	bool temporary;            /* no policy applies only because of a temporary
+	                            * problem (DNS failure, fetch failure): it may
+	                            * apply on the next try */
 	const char *failure_type;  /* "" or an RFC 8460 result type for this lookup */
 	const char *failure;       /* "" or what went wrong */
 };

@@ -22,11 +22,24 @@ void job_set_pending(struct delivery_job *job, enum rcpt_outcome o, const char *
 	}
 }
 
+const char *requiretls_log(const struct msg_body *m)
+{
+	if (m->sender[0] == '\0')
+		return "no";
+	if (m->flags & MSG_REQUIRETLS)
+		return "yes source=param";
+	if (m->flags & MSG_REQUIRETLS_RULE)
+		return "yes source=rule";
+	return "no";
+}
+
 void msg_body_unref(struct msg_body *b)
 {
 	if (b == NULL || --b->refs > 0)
 		return;
 	free(b->sender);
+	free(b->ret);
+	free(b->envid);
 	free(b->data);
 	free(b);
 }
@@ -35,8 +48,11 @@ void job_free(struct delivery_job *job)
 {
 	if (job == NULL)
 		return;
-	for (size_t i = 0; i < job->nrcpts; i++)
+	for (size_t i = 0; i < job->nrcpts; i++) {
 		free(job->rcpts[i].address);
+		free(job->rcpts[i].notify);
+		free(job->rcpts[i].orcpt);
+	}
 	free(job->rcpts);
 	free(job->domain);
 	msg_body_unref(job->msg);
@@ -48,6 +64,9 @@ void job_free(struct delivery_job *job)
 struct record_rcpt {
 	int64_t rowid;
 	char *address;
+	char *notify;
+	char *orcpt;
+	bool relayed;
 	unsigned attempts;
 	enum rcpt_outcome outcome;
 	char status[16];
@@ -59,6 +78,8 @@ struct record_op {
 	char *sender;
 	uint32_t flags;
 	int64_t arrival;
+	char *ret;
+	char *envid;
 	int64_t now;
 	char *via;
 	char *remote_mta;
@@ -120,28 +141,50 @@ static int add_event(struct store_tx *tx, const char *id, int64_t now, const cha
 	return step(tx, st, err, errlen) < 0 ? -1 : 0;
 }
 
-/* Queues a bounce for the recipients of op that bounced (never for a null
- * sender, never about a bounce). */
-static int queue_bounce(struct store_tx *tx, struct record_op *op, char *err, size_t errlen)
+/* Which recipients a report is about: failures the sender did not opt out
+ * of (RFC 3461 4.1: NOTIFY without FAILURE, or NEVER, means no bounce), or
+ * "relayed" notices owed for NOTIFY=SUCCESS. */
+static bool reported(const struct record_rcpt *r, bool relayed)
 {
-	size_t nb = 0;
-	for (size_t i = 0; i < op->nrcpts; i++)
-		if (op->rcpts[i].outcome == RCPT_BOUNCED)
+	if (relayed)
+		return r->relayed && r->outcome == RCPT_SENT;
+	if (r->outcome != RCPT_BOUNCED)
+		return false;
+	return r->notify[0] == '\0' || strstr(r->notify, "FAILURE") != NULL;
+}
+
+/* Queues a bounce (or, relayed = true, a "relayed" notice) to the sender
+ * about the recipients it concerns; never for a null sender, never about a
+ * bounce (RFC 5321 6.1, SMTP-10). */
+static int queue_dsn(struct store_tx *tx, struct record_op *op, bool relayed, char *err,
+		     size_t errlen)
+{
+	size_t nb = 0, nfailed = 0;
+	for (size_t i = 0; i < op->nrcpts; i++) {
+		if (reported(&op->rcpts[i], relayed))
 			nb++;
-	if (nb == 0)
+		if (!relayed && op->rcpts[i].outcome == RCPT_BOUNCED)
+			nfailed++;
+	}
+	if (nb == 0) {
+		if (nfailed > 0)
+			log_info("delivery", "id=%s no bounce sent: NOTIFY asked for none", op->id);
 		return 0;
+	}
 	if (op->sender[0] == '\0' || (op->flags & MSG_DSN)) {
-		log_info("delivery", "id=%s no bounce sent: the message has a null sender", op->id);
+		log_info("delivery", "id=%s no %s sent: the message has a null sender", op->id,
+			 relayed ? "relayed notice" : "bounce");
 		return 0;
 	}
 	struct dsn_recipient *dr = xcalloc(nb, sizeof(*dr));
 	size_t k = 0;
 	for (size_t i = 0; i < op->nrcpts; i++) {
 		struct record_rcpt *r = &op->rcpts[i];
-		if (r->outcome != RCPT_BOUNCED)
+		if (!reported(r, relayed))
 			continue;
 		dr[k].address = r->address;
-		dr[k].action = "failed";
+		dr[k].orcpt = r->orcpt[0] ? r->orcpt : NULL;
+		dr[k].action = relayed ? "relayed" : "failed";
 		dr[k].status = r->status;
 		dr[k].diagnostic = r->reply;
 		dr[k].remote_mta = op->remote_mta[0] ? op->remote_mta : NULL;
@@ -157,6 +200,8 @@ static int queue_bounce(struct store_tx *tx, struct record_op *op, char *err, si
 		.from_address = from,
 		.original_sender = op->sender,
 		.original_id = op->id,
+		.envid = op->envid[0] ? op->envid : NULL,
+		.ret_hdrs = strcmp(op->ret, "HDRS") == 0,
 		.arrival = op->arrival,
 		.message = op->body,
 		.message_len = op->body_len,
@@ -194,9 +239,11 @@ static int queue_bounce(struct store_tx *tx, struct record_op *op, char *err, si
 	rc = store_exec_enqueue(tx, m, err, errlen);
 	if (rc == 0) {
 		char detail[128];
-		snprintf(detail, sizeof(detail), "bounce queued as %s", m->id);
+		snprintf(detail, sizeof(detail), "%s queued as %s",
+			 relayed ? "relayed notice" : "bounce", m->id);
 		rc = add_event(tx, op->id, op->now, "dsn", "", detail, err, errlen);
-		log_info("delivery", "id=%s bounce to <%s> queued as %s", op->id, op->sender, m->id);
+		log_info("delivery", "id=%s %s to <%s> queued as %s", op->id,
+			 relayed ? "relayed notice" : "bounce", op->sender, m->id);
 	}
 	queued_message_free(m);
 	free(m);
@@ -250,7 +297,7 @@ static int record_exec(struct store_tx *tx, void *data, char *err, size_t errlen
 		if (add_event(tx, op->id, op->now, kind, r->address, detail, err, errlen) < 0)
 			return -1;
 	}
-	if (queue_bounce(tx, op, err, errlen) < 0)
+	if (queue_dsn(tx, op, false, err, errlen) < 0 || queue_dsn(tx, op, true, err, errlen) < 0)
 		return -1;
 	sqlite3_stmt *st = store_tx_stmt(tx, sql_remaining);
 	if (st != NULL)
@@ -276,10 +323,15 @@ static int record_exec(struct store_tx *tx, void *data, char *err, size_t errlen
 
 static void record_free(struct record_op *op)
 {
-	for (size_t i = 0; i < op->nrcpts; i++)
+	for (size_t i = 0; i < op->nrcpts; i++) {
 		free(op->rcpts[i].address);
+		free(op->rcpts[i].notify);
+		free(op->rcpts[i].orcpt);
+	}
 	free(op->rcpts);
 	free(op->sender);
+	free(op->ret);
+	free(op->envid);
 	free(op->via);
 	free(op->remote_mta);
 	free(op->schedule);
@@ -308,6 +360,8 @@ void delivery_record(struct store *st, const struct config *cfg, const struct de
 	op->sender = xstrdup(m->sender);
 	op->flags = m->flags;
 	op->arrival = m->arrival;
+	op->ret = xstrdup(m->ret ? m->ret : "");
+	op->envid = xstrdup(m->envid ? m->envid : "");
 	op->now = now;
 	op->via = xstrdup(job->via);
 	op->remote_mta = xstrdup(job->remote_mta);
@@ -319,11 +373,14 @@ void delivery_record(struct store *st, const struct config *cfg, const struct de
 		struct record_rcpt *o = &op->rcpts[i];
 		o->rowid = r->rowid;
 		o->address = xstrdup(r->address);
+		o->notify = xstrdup(r->notify ? r->notify : "");
+		o->orcpt = xstrdup(r->orcpt ? r->orcpt : "");
+		o->relayed = r->relayed;
 		o->attempts = r->attempts;
 		o->outcome = r->outcome;
 		memcpy(o->status, r->status, sizeof(o->status));
 		memcpy(o->reply, r->reply, sizeof(o->reply));
-		if (r->outcome == RCPT_BOUNCED || r->outcome == RCPT_DEFERRED)
+		if (r->outcome == RCPT_BOUNCED || r->outcome == RCPT_DEFERRED || r->relayed)
 			may_bounce = true;
 	}
 	op->nschedule = cfg->queue.nretry_schedule;

@@ -28,6 +28,8 @@ struct msg_body {
 	char *sender;
 	uint32_t flags;
 	int64_t arrival;
+	char *ret;        /* DSN RET: "FULL", "HDRS" or "" */
+	char *envid;      /* DSN ENVID or "" */
 	char *data;
 	size_t len;
 	struct msg_body *next; /* the scheduler's list of loaded bodies */
@@ -44,6 +46,10 @@ struct job_rcpt {
 	int64_t rowid;
 	char *address;
 	unsigned attempts;          /* before this attempt */
+	char *notify;               /* DSN NOTIFY or "" */
+	char *orcpt;                /* DSN ORCPT or "" */
+	bool relayed;               /* delivered to a peer without DSN while NOTIFY asked
+	                             * for SUCCESS: we owe a "relayed" notice (RFC 3461 6.2) */
 	enum rcpt_outcome outcome;
 	char status[16];            /* enhanced status code */
 	char reply[512];            /* remote reply or local reason, one line */
@@ -65,6 +71,10 @@ void job_set_pending(struct delivery_job *job, enum rcpt_outcome o, const char *
 		     const char *reply);
 
 void job_free(struct delivery_job *job);
+
+/* For log lines: "yes source=param", "yes source=rule" or "no" (a null
+ * sender's REQUIRETLS is not enforced, RFC 8689 4.2.1). */
+const char *requiretls_log(const struct msg_body *m);
 void msg_body_unref(struct msg_body *b);
 
 /*

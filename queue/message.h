@@ -33,6 +33,11 @@ struct queued_message {
 	char id[QID_LEN + 1];
 	char *sender;              /* "" for the null reverse-path */
 	struct strlist rcpts;
+	/* DSN extension (RFC 3461), "" when not given; parallel to rcpts */
+	struct strlist notify;     /* "NEVER" or e.g. "SUCCESS,FAILURE" */
+	struct strlist orcpt;      /* "rfc822;user@example.org" (xtext as received) */
+	char *ret;                 /* "FULL", "HDRS" or "" */
+	char *envid;               /* xtext as received, or "" */
 	uint32_t flags;            /* enum msg_flags */
 	char *body;
 	size_t body_len;

@@ -48,6 +48,10 @@ void queued_message_free(struct queued_message *m)
 		return;
 	free(m->sender);
 	strlist_free(&m->rcpts);
+	strlist_free(&m->notify);
+	strlist_free(&m->orcpt);
+	free(m->ret);
+	free(m->envid);
 	free(m->body);
 	free(m->client_addr);
 	free(m->client_helo);

@@ -275,7 +275,7 @@ static void on_failed(void *arg, const struct verdict *v)
 			char to[300], reason[300];
 			log_info("delivery", "id=%s to=<%s> dest=%s requiretls=%s status=%s dsn=%s reason=%s",
 				 job->msg->id, str_quote(to, sizeof(to), job->rcpts[i].address),
-				 d->cd.label, d->cd.req.requiretls ? "yes" : "no",
+				 d->cd.label, requiretls_log(job->msg),
 				 o == RCPT_BOUNCED ? "bounced" : "deferred", v->status,
 				 str_quote(reason, sizeof(reason), v->reason));
 		}
@@ -355,7 +355,8 @@ static void kick_all(struct scheduler *s)
 /* --- picking due recipients ----------------------------------------------- */
 
 static const char sql_due[] =
-	"SELECT r.id, r.message_id, r.address, r.domain, r.attempts, m.sender, m.flags, m.arrival"
+	"SELECT r.id, r.message_id, r.address, r.domain, r.attempts, m.sender, m.flags, m.arrival,"
+	" r.notify, r.orcpt, m.ret, m.envid"
 	" FROM recipients r JOIN messages m ON m.id = r.message_id"
 	" WHERE r.state = 'queued' AND r.next_attempt <= ?1 AND m.held = 0"
 	"   AND r.id NOT IN (SELECT id FROM temp.inflight)"
@@ -363,7 +364,7 @@ static const char sql_due[] =
 static const char sql_body[] = "SELECT data FROM bodies WHERE message_id = ?";
 
 static struct msg_body *load_body(struct scheduler *s, const char *id, const char *sender,
-				  uint32_t flags, int64_t arrival)
+				  uint32_t flags, int64_t arrival, const char *ret, const char *envid)
 {
 	for (struct msg_body *b = s->bodies; b != NULL; b = b->next) {
 		if (strcmp(b->id, id) == 0 && b->refs > 0) {
@@ -386,6 +387,8 @@ static struct msg_body *load_body(struct scheduler *s, const char *id, const cha
 	b->sender = xstrdup(sender);
 	b->flags = flags;
 	b->arrival = arrival;
+	b->ret = xstrdup(ret ? ret : "");
+	b->envid = xstrdup(envid ? envid : "");
 	b->len = (size_t)sqlite3_column_bytes(st, 0);
 	b->data = xmalloc(b->len + 1);
 	if (b->len > 0)
@@ -411,7 +414,7 @@ static void prune_bodies(struct scheduler *s)
 }
 
 static void add_rcpt(struct delivery_job *job, int64_t rowid, const char *address,
-		     unsigned attempts)
+		     unsigned attempts, const char *notify, const char *orcpt)
 {
 	job->rcpts = xrealloc(job->rcpts, (job->nrcpts + 1) * sizeof(*job->rcpts));
 	struct job_rcpt *r = &job->rcpts[job->nrcpts++];
@@ -419,6 +422,8 @@ static void add_rcpt(struct delivery_job *job, int64_t rowid, const char *addres
 	r->rowid = rowid;
 	r->address = xstrdup(address);
 	r->attempts = attempts;
+	r->notify = xstrdup(notify ? notify : "");
+	r->orcpt = xstrdup(orcpt ? orcpt : "");
 }
 
 static void tick(struct scheduler *s)
@@ -451,8 +456,12 @@ static void tick(struct scheduler *s)
 		const char *sender = (const char *)sqlite3_column_text(st, 5);
 		uint32_t flags = (uint32_t)sqlite3_column_int64(st, 6);
 		int64_t arrival = sqlite3_column_int64(st, 7);
+		const char *notify = (const char *)sqlite3_column_text(st, 8);
+		const char *orcpt = (const char *)sqlite3_column_text(st, 9);
+		const char *ret = (const char *)sqlite3_column_text(st, 10);
+		const char *envid = (const char *)sqlite3_column_text(st, 11);
 		if (cur == NULL || strcmp(cur->msg->id, id) != 0 || strcmp(cur->domain, domain) != 0) {
-			struct msg_body *b = load_body(s, id, sender, flags, arrival);
+			struct msg_body *b = load_body(s, id, sender, flags, arrival, ret, envid);
 			if (b == NULL) {
 				cur = NULL;
 				continue;
@@ -471,7 +480,7 @@ static void tick(struct scheduler *s)
 			made[nmade].d = cur_dest;
 			nmade++;
 		}
-		add_rcpt(cur, rowid, addr, attempts);
+		add_rcpt(cur, rowid, addr, attempts, notify, orcpt);
 	}
 	if (rc != SQLITE_DONE)
 		log_error("scheduler", "reading due recipients: %s", sqlite3_errmsg(s->db));

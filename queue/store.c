@@ -94,6 +94,11 @@ static const char *const migrations[] = {
 	");"
 	"ALTER TABLE tls_sessions ADD COLUMN policy_strings TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE tls_sessions ADD COLUMN policy_mx TEXT NOT NULL DEFAULT '';",
+	/* 3 -> 4: the DSN extension (RFC 3461) parameters */
+	"ALTER TABLE messages ADD COLUMN ret TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE messages ADD COLUMN envid TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE recipients ADD COLUMN notify TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE recipients ADD COLUMN orcpt TEXT NOT NULL DEFAULT '';",
 };
 
 int store_schema_version(sqlite3 *db)
@@ -492,10 +497,11 @@ void store_get_stats(struct store *st, struct store_stats *out)
 
 static const char sql_insert_message[] =
 	"INSERT INTO messages (id, sender, size, flags, arrival, client_addr, client_helo,"
-	" client_tls, auth_user) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+	" client_tls, auth_user, ret, envid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 static const char sql_insert_body[] = "INSERT INTO bodies (message_id, data) VALUES (?, ?)";
 static const char sql_insert_rcpt[] =
-	"INSERT INTO recipients (message_id, address, domain, next_attempt) VALUES (?, ?, ?, ?)";
+	"INSERT INTO recipients (message_id, address, domain, next_attempt, notify, orcpt)"
+	" VALUES (?, ?, ?, ?, ?, ?)";
 static const char sql_insert_event[] =
 	"INSERT INTO events (message_id, time, kind, recipient, detail) VALUES (?, ?, ?, ?, ?)";
 
@@ -529,6 +535,8 @@ int store_exec_enqueue(struct store_tx *tx, const struct queued_message *m, char
 		sqlite3_bind_text(st, 7, m->client_helo ? m->client_helo : "", -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 8, m->client_tls ? m->client_tls : "", -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 9, m->auth_user ? m->auth_user : "", -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 10, m->ret ? m->ret : "", -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 11, m->envid ? m->envid : "", -1, SQLITE_STATIC);
 	}
 	if (step_done(tx, st, err, errlen) < 0)
 		return -1;
@@ -552,6 +560,8 @@ int store_exec_enqueue(struct store_tx *tx, const struct queued_message *m, char
 			sqlite3_bind_text(st, 2, addr, -1, SQLITE_STATIC);
 			sqlite3_bind_text(st, 3, domain, -1, SQLITE_STATIC);
 			sqlite3_bind_int64(st, 4, m->arrival);
+			sqlite3_bind_text(st, 5, i < m->notify.n ? m->notify.v[i] : "", -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 6, i < m->orcpt.n ? m->orcpt.v[i] : "", -1, SQLITE_STATIC);
 		}
 		int rc = step_done(tx, st, err, errlen);
 		free(domain);

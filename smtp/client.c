@@ -65,6 +65,7 @@ struct smtp_client {
 	struct strlist sts_mx;
 	struct strlist sts_lines;
 	struct mtasts_query *stsq;
+	bool policy_done;      /* the MTA-STS lookup answered */
 	struct nexthop_query *nhq;
 	struct mx_host *hosts;
 	size_t nhosts;
@@ -343,7 +344,7 @@ static void log_outcomes(struct smtp_client *c, const struct delivery_job *job)
 			 c->req.sts == STS_MODE_ENFORCE   ? "enforce"
 			 : c->req.sts == STS_MODE_TESTING ? "testing"
 								  : "none",
-			 c->req.requiretls ? "yes" : "no", r->attempts + 1, delay, status,
+			 requiretls_log(job->msg), r->attempts + 1, delay, status,
 			 r->status, str_quote(reply, sizeof(reply), r->reply));
 	}
 }
@@ -425,10 +426,25 @@ static void send_txn_command(struct smtp_client *c, size_t i)
 			buf_puts(&line, " SMTPUTF8");
 		if (c->req.requiretls)
 			buf_puts(&line, " REQUIRETLS");
+		/* DSN parameters go on unchanged to a peer that knows them
+		 * (RFC 3461 4.1). */
+		if (c->caps.dsn && m->ret[0] != '\0')
+			buf_printf(&line, " RET=%s", m->ret);
+		if (c->caps.dsn && m->envid[0] != '\0')
+			buf_printf(&line, " ENVID=%s", m->envid);
 		send_cmd(c, "%s", line.data);
 		buf_free(&line);
 	} else if (i <= job->nrcpts) {
-		send_cmd(c, "RCPT TO:<%s>", job->rcpts[i - 1].address);
+		const struct job_rcpt *r = &job->rcpts[i - 1];
+		struct buf line;
+		buf_init(&line, 0);
+		buf_printf(&line, "RCPT TO:<%s>", r->address);
+		if (c->caps.dsn && r->notify[0] != '\0')
+			buf_printf(&line, " NOTIFY=%s", r->notify);
+		if (c->caps.dsn && r->orcpt[0] != '\0')
+			buf_printf(&line, " ORCPT=%s", r->orcpt);
+		send_cmd(c, "%s", line.data);
+		buf_free(&line);
 	} else {
 		send_cmd(c, "DATA");
 	}
@@ -599,9 +615,14 @@ static void txn_reply(struct smtp_client *c, const struct smtp_reply *r)
 static void body_reply(struct smtp_client *c, const struct smtp_reply *r)
 {
 	struct delivery_job *job = c->job;
-	for (size_t k = 0; k < job->nrcpts; k++)
-		if (c->accepted[k])
-			outcome(&job->rcpts[k], r, r->code);
+	for (size_t k = 0; k < job->nrcpts; k++) {
+		if (!c->accepted[k])
+			continue;
+		outcome(&job->rcpts[k], r, r->code);
+		/* A peer without DSN will never tell the sender; we do. */
+		if (r->code / 100 == 2 && !c->caps.dsn && strstr(job->rcpts[k].notify, "SUCCESS"))
+			job->rcpts[k].relayed = true;
+	}
 	after_job(c);
 }
 
@@ -1230,12 +1251,66 @@ static void session_end(struct smtp_client *c)
 	uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
+/* Ends a session that cannot start: every job of the destination fails
+ * with v (through the scheduler). */
+static void fail_destination(struct smtp_client *c, const struct verdict *v)
+{
+	log_info("delivery", "dest=%s requiretls=%s not delivered: %s (%s)", c->p.dest->label,
+		 c->req.requiretls ? "yes" : "no", v->reason, v->status);
+	set_state(c, CS_DONE);
+	c->p.ops.failed(c->p.arg, v);
+	c->closing_session = true;
+	session_end(c);
+}
+
+/*
+ * RFC 8689 4.2.1 step 2: without DNSSEC (not supported yet), the MX hosts of
+ * a REQUIRETLS message must be validated by MTA-STS; only a policy in
+ * enforce mode counts (decision D4, RTLS-13). A domain without one can
+ * never take the message (bounce 5.7.30); a lookup that failed for now is
+ * tried again later.
+ */
+static bool requiretls_mx_validation(struct smtp_client *c, const struct sts_result *res)
+{
+	if (!c->req.requiretls || c->p.dest->route)
+		return true; /* routes: RTLS-15, no MX step */
+	if (res != NULL && res->have_policy && res->mode == STS_MODE_ENFORCE)
+		return true;
+	struct verdict v;
+	memset(&v, 0, sizeof(v));
+	v.result = DECIDE_NEXT_MX;
+	const char *d = c->p.dest->policy_domain;
+	if (res != NULL && res->temporary) {
+		snprintf(v.status, sizeof(v.status), "4.7.10");
+		snprintf(v.reason, sizeof(v.reason),
+			 "REQUIRETLS: the MTA-STS policy of %s cannot be had right now (%s%s%s): the MX hosts cannot be validated",
+			 d, res->failure[0] ? res->failure : res->txt, "", "");
+	} else {
+		v.permanent = true;
+		snprintf(v.status, sizeof(v.status), "5.7.30");
+		snprintf(v.reason, sizeof(v.reason),
+			 "REQUIRETLS: the MX hosts of %s cannot be validated: %s (REQUIRETLS needs an MTA-STS policy in enforce mode; DNSSEC is not supported)",
+			 d,
+			 res == NULL ? (c->p.dest->mx_lookup ? "MTA-STS is disabled in this relay"
+							   : "an address literal has no MX to validate")
+			 : !res->have_policy ? "the domain has no MTA-STS policy"
+			 : res->mode == STS_MODE_TESTING ? "its MTA-STS policy is in testing mode"
+							 : "its MTA-STS policy is in mode none");
+	}
+	fail_destination(c, &v);
+	return false;
+}
+
 /* --- resolution ----------------------------------------------------------- */
 
 static void on_nexthop(void *arg, const struct nexthop *nh)
 {
 	struct smtp_client *c = arg;
 	c->nhq = NULL;
+	/* No policy was looked up (MTA-STS off, address literal): a REQUIRETLS
+	 * message has nothing to validate its MX hosts with. */
+	if (!c->policy_done && !requiretls_mx_validation(c, NULL))
+		return;
 	if (nh->status != NH_OK) {
 		struct verdict v;
 		const char *name = c->p.dest->lookup_name;
@@ -1266,11 +1341,7 @@ static void on_nexthop(void *arg, const struct nexthop *nh)
 				    nh->detail);
 			break;
 		}
-		log_info("delivery", "dest=%s resolution failed: %s", c->p.dest->label, v.reason);
-		set_state(c, CS_DONE);
-		c->p.ops.failed(c->p.arg, &v);
-		c->closing_session = true;
-		session_end(c);
+		fail_destination(c, &v);
 		return;
 	}
 	c->hosts = xcalloc(nh->nhosts ? nh->nhosts : 1, sizeof(*c->hosts));
@@ -1296,6 +1367,9 @@ static void on_policy(void *arg, const struct sts_result *res)
 {
 	struct smtp_client *c = arg;
 	c->stsq = NULL;
+	c->policy_done = true;
+	if (!requiretls_mx_validation(c, res))
+		return;
 	c->req.sts = res->have_policy ? res->mode : STS_MODE_NONE;
 	if (c->req.sts != STS_MODE_NONE) {
 		strlist_copy(&c->sts_mx, res->mx);
@@ -1325,6 +1399,9 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p)
 		c->stsq = mtasts_get(p->mtasts, p->dest->policy_domain, false, on_policy, c);
 		return c;
 	}
+	/* Never called back from inside smtp_client_start: no policy lookup
+	 * means resolution starts, and a REQUIRETLS message that needed one
+	 * fails through the loop. */
 	resolve(c);
 	return c;
 }

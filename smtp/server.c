@@ -8,6 +8,8 @@
 
 #include "mta/log.h"
 #include "mta/netaddr.h"
+#include "policy/preflight.h"
+#include "policy/requiretls.h"
 #include "smtp/session.h"
 #include "smtp/tls.h"
 
@@ -42,6 +44,7 @@ struct conn {
 	bool in_data;         /* reading message content */
 	bool discard_line;    /* skipping the rest of an over-long command line */
 	bool store_pending;   /* a message is being committed */
+	struct preflight_check *check; /* a RCPT waiting for the REQUIRETLS preflight */
 	bool reading;
 	bool close_after_flush;
 	bool closing;         /* uv_close called */
@@ -55,6 +58,8 @@ struct smtp_server {
 	const struct config *cfg;
 	SSL_CTX *tls_ctx;
 	struct store *store;
+	struct preflight *preflight;
+	struct rtls_rules rtls_rules;
 	void (*queued)(void *arg);
 	void *queued_arg;
 	struct smtp_session_config sess_cfg;
@@ -91,6 +96,7 @@ static void server_maybe_done(struct smtp_server *srv)
 	void *arg = srv->drained_arg;
 	if (srv->tls_ctx != NULL)
 		SSL_CTX_free(srv->tls_ctx);
+	rtls_rules_free(&srv->rtls_rules);
 	free(srv->listeners);
 	free(srv);
 	if (done != NULL)
@@ -129,6 +135,10 @@ static void conn_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	if (c->check != NULL) {
+		preflight_cancel(c->check);
+		c->check = NULL;
+	}
 	if (!c->rejected) {
 		log_info("smtpd", "disconnect client=%s conn=%llu commands=%u messages=%u duration_ms=%llu",
 			 c->peer, c->id, c->commands, c->sess.messages,
@@ -143,7 +153,7 @@ static void conn_close(struct conn *c)
 static void on_timeout(uv_timer_t *t)
 {
 	struct conn *c = t->data;
-	if (c->store_pending || c->closing)
+	if (c->store_pending || c->check != NULL || c->closing)
 		return;
 	log_warn("smtpd", "client=%s conn=%llu timeout in state %s", c->peer, c->id,
 		 smtp_state_name(c->sess.state));
@@ -183,7 +193,8 @@ static void on_write(uv_write_t *req, int status)
 		return;
 	}
 	/* Output drained below the cap: a paused client may go on. */
-	if (!c->reading && c->write_pending < MAX_PENDING_OUTPUT / 2 && !c->store_pending) {
+	if (!c->reading && c->write_pending < MAX_PENDING_OUTPUT / 2 && !c->store_pending &&
+	    c->check == NULL) {
 		conn_process(c);
 	}
 }
@@ -362,7 +373,11 @@ static void enqueue(struct conn *c)
 	msg_flags_format(m->flags, flags, sizeof(flags));
 	log_info("smtpd", "id=%s client=%s from=<%s> nrcpt=%zu size=%zu tls=%s requiretls=%s flags=%s status=queued",
 		 m->id, c->peer, str_quote(from, sizeof(from), m->sender), m->rcpts.n, m->body_len,
-		 c->sess.tls ? "yes" : "no", (m->flags & MSG_REQUIRETLS) ? "yes" : "no", flags);
+		 c->sess.tls ? "yes" : "no",
+		 m->sender[0] == '\0' ? "no"
+		 : (m->flags & MSG_REQUIRETLS) ? "yes source=param"
+		 : (m->flags & MSG_REQUIRETLS_RULE) ? "yes source=rule" : "no",
+		 flags);
 	c->store_pending = true;
 	uv_timer_stop(&c->timer);
 	store_enqueue(c->srv->store, m, on_stored, c);
@@ -390,6 +405,15 @@ static void begin_starttls(struct conn *c)
 	c->tls_active = true;
 }
 
+static void on_rcpt_checked(void *arg, bool refuse, const char *reason)
+{
+	struct conn *c = arg;
+	c->check = NULL;
+	smtp_session_rcpt_checked(&c->sess, refuse, reason, &c->out);
+	arm_timer(c);
+	conn_process(c); /* flushes the reply, then pipelined commands */
+}
+
 static void handle_action(struct conn *c, enum smtp_action act)
 {
 	switch (act) {
@@ -404,6 +428,10 @@ static void handle_action(struct conn *c, enum smtp_action act)
 		break;
 	case SMTP_ACT_ENQUEUE:
 		enqueue(c);
+		break;
+	case SMTP_ACT_RCPT_CHECK:
+		c->check = preflight_start(c->srv->preflight, smtp_session_pending_domain(&c->sess),
+					   on_rcpt_checked, c);
 		break;
 	case SMTP_ACT_CLOSE:
 		c->close_after_flush = true;
@@ -451,7 +479,7 @@ static bool process_line(struct conn *c)
 
 static void conn_process(struct conn *c)
 {
-	while (!c->closing && !c->store_pending && !c->close_after_flush) {
+	while (!c->closing && !c->store_pending && c->check == NULL && !c->close_after_flush) {
 		if (c->in.len == 0)
 			break;
 		if (c->in_data) {
@@ -583,6 +611,11 @@ int smtp_server_start(struct smtp_server **out, uv_loop_t *loop,
 	srv->loop = loop;
 	srv->cfg = cfg;
 	srv->store = params->store;
+	srv->preflight = params->preflight;
+	/* config_validate parsed these once already; they cannot fail here */
+	char rerr[256];
+	if (rtls_rules_parse(&srv->rtls_rules, &cfg->requiretls.require_for, rerr, sizeof(rerr)) < 0)
+		panic("require_for passed validation but does not parse: %s", rerr);
 	srv->queued = params->queued;
 	srv->queued_arg = params->queued_arg;
 	if (params->tls_ctx != NULL) {
@@ -596,6 +629,8 @@ int smtp_server_start(struct smtp_server **out, uv_loop_t *loop,
 		.tls_available = srv->tls_ctx != NULL,
 		.normalize_bare_newlines = cfg->server.bare_newline == BARE_NEWLINE_NORMALIZE,
 		.accept_domains = &cfg->server.accept_domains,
+		.requiretls_rules = &srv->rtls_rules,
+		.requiretls_preflight = cfg->requiretls.preflight && params->preflight != NULL,
 	};
 	srv->listeners = xcalloc(cfg->server.nlisten, sizeof(*srv->listeners));
 	for (size_t i = 0; i < cfg->server.nlisten; i++) {

@@ -20,6 +20,8 @@
 #include "mta/config.h"
 #include "queue/store.h"
 
+struct preflight;
+
 #define SMTP_MAX_COMMAND_LINE 2048
 
 struct smtp_server;
@@ -28,6 +30,8 @@ struct smtp_server_params {
 	const struct config *cfg;  /* borrowed; must outlive the server */
 	SSL_CTX *tls_ctx;          /* NULL = no STARTTLS; the server takes a reference */
 	struct store *store;
+	/* RCPT-time REQUIRETLS checks ([requiretls] preflight); NULL = none. */
+	struct preflight *preflight;
 	/* Called after each message is durably queued (the scheduler looks at once). */
 	void (*queued)(void *arg);
 	void *queued_arg;

@@ -58,6 +58,18 @@ static void transaction_reset(struct smtp_session *s)
 {
 	free(s->sender);
 	s->sender = NULL;
+	free(s->pending_rcpt);
+	s->pending_rcpt = NULL;
+	free(s->pending_orcpt);
+	s->pending_orcpt = NULL;
+	strlist_free(&s->notify);
+	strlist_free(&s->orcpt);
+	free(s->ret);
+	s->ret = NULL;
+	free(s->envid);
+	s->envid = NULL;
+	s->rtls_rule = false;
+	s->rtls_why[0] = '\0';
 	s->qid[0] = '\0';
 	s->flags = 0;
 	strlist_free(&s->rcpts);
@@ -128,6 +140,7 @@ static void do_helo(struct smtp_session *s, struct smtp_cmd *cmd, bool esmtp, st
 	reply(out, "250-SIZE %llu", (unsigned long long)s->cfg->max_message_size);
 	reply(out, "250-8BITMIME");
 	reply(out, "250-ENHANCEDSTATUSCODES");
+	reply(out, "250-DSN");
 	if (s->cfg->tls_available && !s->tls)
 		reply(out, "250-STARTTLS");
 	/* RFC 8689: REQUIRETLS only on a TLS session. */
@@ -156,6 +169,54 @@ static bool parse_size(const char *v, uint64_t *out)
 	return true;
 }
 
+/* RFC 3461 4: xtext = *( xchar / "+" 2HEXCHAR ), xchar = 33..126 except
+ * "+" and "="; the hex digits in upper case. */
+static bool valid_xtext(const char *v)
+{
+	for (const char *p = v; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '+') {
+			for (int k = 1; k <= 2; k++)
+				if (!((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'A' && p[k] <= 'F')))
+					return false;
+			p += 2;
+		} else if (c < 33 || c > 126 || c == '=') {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY; normalised upper case. */
+static int parse_notify(const char *v, char *out, size_t outlen)
+{
+	if (str_ieq(v, "NEVER")) {
+		snprintf(out, outlen, "NEVER");
+		return 0;
+	}
+	bool success = false, failure = false, delay = false;
+	struct strlist items = { 0 };
+	strlist_split(&items, v, false);
+	int rc = items.n > 0 ? 0 : -1;
+	for (size_t i = 0; i < items.n; i++) {
+		if (str_ieq(items.v[i], "SUCCESS"))
+			success = true;
+		else if (str_ieq(items.v[i], "FAILURE"))
+			failure = true;
+		else if (str_ieq(items.v[i], "DELAY"))
+			delay = true;
+		else
+			rc = -1; /* includes NEVER combined with others */
+	}
+	strlist_free(&items);
+	if (rc < 0)
+		return -1;
+	snprintf(out, outlen, "%s%s%s%s%s", success ? "SUCCESS" : "",
+		 success && (failure || delay) ? "," : "", failure ? "FAILURE" : "",
+		 failure && delay ? "," : "", delay ? "DELAY" : "");
+	return 0;
+}
+
 static bool seen_param(const struct smtp_cmd *cmd, size_t upto, const char *key)
 {
 	for (size_t i = 0; i < upto; i++)
@@ -180,6 +241,7 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 		return client_error(s, out);
 	}
 	uint32_t flags = 0;
+	const char *ret = "", *envid = "";
 	for (size_t i = 0; i < cmd->nparams; i++) {
 		const struct smtp_param *p = &cmd->params[i];
 		if (seen_param(cmd, i, p->key)) {
@@ -210,6 +272,20 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 				return client_error(s, out);
 			}
 			flags |= MSG_SMTPUTF8;
+		} else if (str_ieq(p->key, "RET")) {
+			/* RFC 3461 4.3 */
+			if (p->value == NULL || !(str_ieq(p->value, "FULL") || str_ieq(p->value, "HDRS"))) {
+				reply(out, "501 5.5.4 RET must be FULL or HDRS");
+				return client_error(s, out);
+			}
+			ret = str_ieq(p->value, "FULL") ? "FULL" : "HDRS";
+		} else if (str_ieq(p->key, "ENVID")) {
+			/* RFC 3461 4.4: xtext, at most 100 characters */
+			if (p->value == NULL || strlen(p->value) > 100 || !valid_xtext(p->value)) {
+				reply(out, "501 5.5.4 Bad ENVID (xtext of at most 100 characters)");
+				return client_error(s, out);
+			}
+			envid = p->value;
 		} else if (str_ieq(p->key, "REQUIRETLS")) {
 			/* RFC 8689 section 4: only valid on a TLS session, where we
 			 * advertised it. 5.7.10 = Encryption needed. */
@@ -233,6 +309,13 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 	}
 	s->flags = flags;
 	s->sender = xstrdup(cmd->path.addr);
+	s->ret = xstrdup(ret);
+	s->envid = xstrdup(envid);
+	/* [requiretls] require_for: the client, user or sender may make this
+	 * transaction REQUIRETLS whatever the MAIL FROM said. */
+	if (s->cfg->requiretls_rules != NULL && !(flags & MSG_REQUIRETLS))
+		s->rtls_rule = rtls_rules_match_sender(s->cfg->requiretls_rules, s->client_addr, "",
+						       s->sender, s->rtls_why, sizeof(s->rtls_why));
 	if (s->cfg->new_qid != NULL)
 		s->cfg->new_qid(s->qid);
 	else
@@ -247,15 +330,56 @@ static bool accepted_domain(const struct smtp_session *s, const char *domain)
 	return s->cfg->accept_domains != NULL && strlist_contains_ci(s->cfg->accept_domains, domain);
 }
 
+static void add_rcpt(struct smtp_session *s, const char *addr, const char *notify,
+		     const char *orcpt, struct buf *out)
+{
+	/* The same recipient twice is delivered once (with the first one's
+	 * DSN parameters). */
+	bool dup = false;
+	for (size_t i = 0; i < s->rcpts.n; i++)
+		if (strcmp(s->rcpts.v[i], addr) == 0)
+			dup = true;
+	if (!dup) {
+		strlist_add(&s->rcpts, addr);
+		strlist_add(&s->notify, notify);
+		strlist_add(&s->orcpt, orcpt);
+	}
+	session_set_state(s, SMTP_STATE_RCPT);
+	reply(out, "250 2.1.5 Recipient <%s> OK", addr);
+}
+
 static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, struct buf *out)
 {
 	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
 		reply(out, "503 5.5.1 Need MAIL before RCPT");
 		return client_error(s, out);
 	}
-	if (cmd->nparams > 0) {
-		reply(out, "555 5.5.4 Unsupported parameter %s", cmd->params[0].key);
-		return client_error(s, out);
+	char notify[40] = "";
+	const char *orcpt = "";
+	for (size_t i = 0; i < cmd->nparams; i++) {
+		const struct smtp_param *p = &cmd->params[i];
+		if (seen_param(cmd, i, p->key)) {
+			reply(out, "501 5.5.4 Duplicate parameter %s", p->key);
+			return client_error(s, out);
+		}
+		if (str_ieq(p->key, "NOTIFY")) {
+			if (p->value == NULL || parse_notify(p->value, notify, sizeof(notify)) < 0) {
+				reply(out, "501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY");
+				return client_error(s, out);
+			}
+		} else if (str_ieq(p->key, "ORCPT")) {
+			/* RFC 3461 4.2: addr-type ";" xtext */
+			const char *semi = p->value ? strchr(p->value, ';') : NULL;
+			if (semi == NULL || semi == p->value || strlen(p->value) > 500 ||
+			    !valid_xtext(semi + 1)) {
+				reply(out, "501 5.5.4 Bad ORCPT (addr-type;xtext)");
+				return client_error(s, out);
+			}
+			orcpt = p->value;
+		} else {
+			reply(out, "555 5.5.4 Unsupported parameter %s", p->key);
+			return client_error(s, out);
+		}
 	}
 	if (cmd->path.addr[0] == '\0') {
 		reply(out, "501 5.1.3 Bad recipient address syntax: empty address");
@@ -283,16 +407,52 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 		reply(out, "452 4.5.3 Too many recipients");
 		return SMTP_ACT_NONE;
 	}
-	/* The same recipient twice is delivered once. */
-	bool dup = false;
-	for (size_t i = 0; i < s->rcpts.n; i++)
-		if (strcmp(s->rcpts.v[i], cmd->path.addr) == 0)
-			dup = true;
-	if (!dup)
-		strlist_add(&s->rcpts, cmd->path.addr);
-	session_set_state(s, SMTP_STATE_RCPT);
-	reply(out, "250 2.1.5 Recipient <%s> OK", cmd->path.addr);
+	bool rcpt_rule = false;
+	char why[160] = "";
+	if (s->cfg->requiretls_rules != NULL && !(s->flags & MSG_REQUIRETLS) && !s->rtls_rule &&
+	    s->sender[0] != '\0')
+		rcpt_rule = rtls_rules_match_rcpt(s->cfg->requiretls_rules, cmd->path.domain, why,
+						  sizeof(why));
+	if (rcpt_rule) {
+		/* one recipient's domain makes the whole message REQUIRETLS */
+		s->rtls_rule = true;
+		snprintf(s->rtls_why, sizeof(s->rtls_why), "%s", why);
+	}
+	bool requiretls = ((s->flags & MSG_REQUIRETLS) || s->rtls_rule) && s->sender[0] != '\0';
+	if (requiretls && s->cfg->requiretls_preflight) {
+		s->pending_rcpt = xstrdup(cmd->path.addr);
+		snprintf(s->pending_notify, sizeof(s->pending_notify), "%s", notify);
+		s->pending_orcpt = xstrdup(orcpt);
+		return SMTP_ACT_RCPT_CHECK;
+	}
+	add_rcpt(s, cmd->path.addr, notify, orcpt, out);
 	return SMTP_ACT_NONE;
+}
+
+const char *smtp_session_pending_domain(const struct smtp_session *s)
+{
+	const char *at = s->pending_rcpt ? strrchr(s->pending_rcpt, '@') : NULL;
+	return at ? at + 1 : "";
+}
+
+void smtp_session_rcpt_checked(struct smtp_session *s, bool refuse, const char *reason,
+			       struct buf *out)
+{
+	char *rcpt = s->pending_rcpt;
+	s->pending_rcpt = NULL;
+	if (rcpt == NULL)
+		return;
+	if (refuse) {
+		char q[300];
+		log_info("smtpd", "id=%s client=%s requiretls preflight refused to=<%s>: %s", s->qid,
+			 s->client_addr, str_quote(q, sizeof(q), rcpt), reason);
+		reply(out, "550 5.7.30 <%s>: REQUIRETLS cannot be satisfied: %s", rcpt, reason);
+	} else {
+		add_rcpt(s, rcpt, s->pending_notify, s->pending_orcpt ? s->pending_orcpt : "", out);
+	}
+	free(rcpt);
+	free(s->pending_orcpt);
+	s->pending_orcpt = NULL;
 }
 
 static enum smtp_action do_data(struct smtp_session *s, struct buf *out)
@@ -334,7 +494,8 @@ static void do_help(struct buf *out)
 {
 	reply(out, "214-2.0.0 strictrelay: an SMTP relay that enforces transport security");
 	reply(out, "214-2.0.0 Commands: EHLO HELO STARTTLS MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
-	reply(out, "214 2.0.0 MAIL FROM:<address> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8] [REQUIRETLS]");
+	reply(out, "214-2.0.0 MAIL FROM:<address> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8] [REQUIRETLS] [RET=FULL|HDRS] [ENVID=x]");
+	reply(out, "214 2.0.0 RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;x]");
 }
 
 static enum smtp_action parse_error(struct smtp_session *s, enum smtp_parse_status st,
@@ -547,11 +708,21 @@ enum smtp_action smtp_session_data_end(struct smtp_session *s, struct buf *out)
 	memcpy(m->id, s->qid, sizeof(m->id));
 	m->sender = xstrdup(s->sender);
 	strlist_copy(&m->rcpts, &s->rcpts);
+	strlist_copy(&m->notify, &s->notify);
+	strlist_copy(&m->orcpt, &s->orcpt);
+	m->ret = xstrdup(s->ret ? s->ret : "");
+	m->envid = xstrdup(s->envid ? s->envid : "");
 	m->flags = s->flags;
 	if (f & SMTP_DATA_8BIT)
 		m->flags |= MSG_HAS_8BIT;
-	/* RFC 8689 4.1: with REQUIRETLS the header is ignored. */
-	if (tls_required_no && !(m->flags & MSG_REQUIRETLS))
+	if (s->rtls_rule && !(m->flags & MSG_REQUIRETLS)) {
+		m->flags |= MSG_REQUIRETLS_RULE;
+		log_info("smtpd", "id=%s client=%s requiretls=yes source=rule (%s)", s->qid,
+			 s->client_addr, s->rtls_why);
+	}
+	/* RFC 8689 4.1: with REQUIRETLS the header is ignored (and a rule-tagged
+	 * message behaves exactly like one with the parameter). */
+	if (tls_required_no && !(m->flags & (MSG_REQUIRETLS | MSG_REQUIRETLS_RULE)))
 		m->flags |= MSG_TLS_REQUIRED_NO;
 	struct buf body;
 	buf_init(&body, 0);

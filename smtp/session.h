@@ -18,6 +18,12 @@
  *                      take it with smtp_session_take_message(), store it
  *                      durably, then call smtp_session_queued() which writes
  *                      the 250 (or a 451). Read no further commands until then.
+ *   SMTP_ACT_RCPT_CHECK (RCPT of a REQUIRETLS transaction, preflight on)
+ *                      no reply yet: find out whether the domain
+ *                      smtp_session_pending_domain() can take REQUIRETLS
+ *                      mail, then call smtp_session_rcpt_checked(), which
+ *                      writes the 250 or the 550 5.7.30. Read no further
+ *                      commands until then.
  *   SMTP_ACT_CLOSE     flush out and close the connection.
  *
  * State only changes in session_set_state() (logged at debug level).
@@ -28,6 +34,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "policy/requiretls.h"
 #include "queue/message.h"
 #include "smtp/data.h"
 #include "mta/util.h"
@@ -41,6 +48,8 @@ struct smtp_session_config {
 	bool tls_available;                   /* a certificate is loaded: offer STARTTLS */
 	bool normalize_bare_newlines;         /* else bare CR/LF refuses the message */
 	const struct strlist *accept_domains; /* may be NULL */
+	const struct rtls_rules *requiretls_rules; /* may be NULL */
+	bool requiretls_preflight;            /* RCPT checks for REQUIRETLS transactions */
 	/* Queue id source; NULL = qid_generate (tests pass a fixed one). */
 	void (*new_qid)(char out[QID_LEN + 1]);
 };
@@ -60,6 +69,7 @@ enum smtp_action {
 	SMTP_ACT_STARTTLS,
 	SMTP_ACT_DATA,
 	SMTP_ACT_ENQUEUE,
+	SMTP_ACT_RCPT_CHECK,
 	SMTP_ACT_CLOSE,
 };
 
@@ -78,6 +88,15 @@ struct smtp_session {
 	char *sender;
 	uint32_t flags;          /* enum msg_flags from MAIL parameters */
 	struct strlist rcpts;
+	struct strlist notify;   /* DSN NOTIFY per recipient ("" = not given) */
+	struct strlist orcpt;    /* DSN ORCPT per recipient */
+	char *ret;               /* DSN RET */
+	char *envid;             /* DSN ENVID */
+	char pending_notify[40]; /* the parameters of pending_rcpt */
+	char *pending_orcpt;
+	bool rtls_rule;          /* a require_for rule tags this transaction REQUIRETLS */
+	char rtls_why[160];      /* which rule */
+	char *pending_rcpt;      /* RCPT waiting for the preflight check */
 	struct smtp_data_reader data;
 	struct buf message;      /* DATA octets as read (capped by the reader) */
 	struct queued_message *ready; /* built by data_end, taken by take_message */
@@ -103,6 +122,14 @@ enum smtp_action smtp_session_data_end(struct smtp_session *s, struct buf *out);
 
 /* Ownership passes to the caller (queued_message_free + free). */
 struct queued_message *smtp_session_take_message(struct smtp_session *s);
+
+/* The domain an SMTP_ACT_RCPT_CHECK asks about. */
+const char *smtp_session_pending_domain(const struct smtp_session *s);
+
+/* The preflight's answer: refuse = the domain provably cannot take REQUIRETLS
+ * mail now (reason says why). */
+void smtp_session_rcpt_checked(struct smtp_session *s, bool refuse, const char *reason,
+			       struct buf *out);
 
 /* The store's verdict on the message taken above. */
 void smtp_session_queued(struct smtp_session *s, bool ok, struct buf *out);

@@ -155,7 +155,7 @@ class InboundSMTP(RelayCase):
             self.assertEqual(show["recipients"], [("queued", "bob@example.test")])
         # the header is kept in the message (RTLS-31), it just does not count
         self.assertIn(b"\r\nTLS-Required: No\r\n", self.queue_body(r, qid2))
-        r.wait_log(r"id=%s .*requiretls=yes flags=REQUIRETLS status=queued" % qid)
+        r.wait_log(r"id=%s .*requiretls=yes source=param flags=REQUIRETLS status=queued" % qid)
 
     def test_requiretls_value_refused(self):
         r = self.relay()
@@ -296,7 +296,9 @@ class InboundSMTP(RelayCase):
             ("EHLO client.test", 250, None),
             ("FOO bar", 500, "5.5.1"),
             ("MAIL FROM:<a@relay.test> FOO=bar", 555, "5.5.4"),
-            ("MAIL FROM:<a@relay.test> RET=FULL", 555, "5.5.4"),
+            ("MAIL FROM:<a@relay.test> AUTH=<>", 555, "5.5.4"),       # AUTH is not offered
+            ("MAIL FROM:<a@relay.test> RET=PART", 501, "5.5.4"),      # DSN (RFC 3461)
+            ("MAIL FROM:<a@relay.test> ENVID=a=b", 501, "5.5.4"),     # not xtext
             ("MAIL FROM:<a@relay.test> SIZE=abc", 501, "5.5.4"),
             ("MAIL FROM:<a@relay.test> BODY=BINARYMIME", 501, "5.5.4"),
             ("MAIL FROM:<a@relay.test> SIZE=1 SIZE=2", 501, "5.5.4"),
@@ -312,7 +314,9 @@ class InboundSMTP(RelayCase):
             ("MAIL FROM:<a@relay.test> BODY=8BITMIME SMTPUTF8", 250, "2.1.0"),
             ("MAIL FROM:<a@relay.test>", 503, "5.5.1"),            # nested
             ("DATA", 554, "5.5.1"),                               # no recipient yet
-            ("RCPT TO:<b@example.test> NOTIFY=NEVER", 555, "5.5.4"),
+            ("RCPT TO:<b@example.test> FOO=BAR", 555, "5.5.4"),
+            ("RCPT TO:<b@example.test> NOTIFY=NEVER,SUCCESS", 501, "5.5.4"),  # NEVER alone
+            ("RCPT TO:<b@example.test> ORCPT=rfc822", 501, "5.5.4"),
             ("RCPT TO:<>", 501, "5.1.3"),
             ("RCPT TO:b@example.test", 501, "5.1.3"),
             ("RCPT TO:<b@example.test>", 250, "2.1.5"),

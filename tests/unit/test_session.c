@@ -120,7 +120,10 @@ static void test_mail_params(void)
 	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=1001", "552 5.3.4");
 	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=abc", "501 5.5.4");
 	CHECK_REPLY("MAIL FROM:<a@example.org> BODY=BINARYMIME", "501 5.5.4");
-	CHECK_REPLY("MAIL FROM:<a@example.org> RET=FULL", "555 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> AUTH=<>", "555 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> RET=PART", "501 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> ENVID=a=b", "501 5.5.4");
+	CHECK_REPLY("MAIL FROM:<a@example.org> ENVID=+4", "501 5.5.4");
 	CHECK_REPLY("MAIL FROM:<a@example.org> REQUIRETLS", "530 5.7.10");
 	CHECK_REPLY("MAIL FROM:<a\xc3\xa9@example.org>", "553 5.6.7");
 	CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=1 SIZE=2", "501 5.5.4");
@@ -199,7 +202,7 @@ static void test_relay_control(void)
 	CHECK_REPLY("RCPT TO:<c@example.net>", "250 2.1.5");
 	CHECK_REPLY("RCPT TO:<d@example.net>", "250 2.1.5");
 	CHECK_REPLY("RCPT TO:<e@example.net>", "452 4.5.3");
-	CHECK_REPLY("RCPT TO:<e@example.net> NOTIFY=NEVER", "555 5.5.4");
+	CHECK_REPLY("RCPT TO:<e@example.net> FOO=BAR", "555 5.5.4");
 	finish();
 	strlist_free(&accept_domains);
 }
@@ -321,6 +324,35 @@ static void test_size_saturates(void)
 	finish();
 }
 
+static void test_dsn_parameters(void)
+{
+	start(true);
+	const char *r = cmd("EHLO c");
+	CHECK(strstr(r, "250-DSN\r\n") != NULL);
+	CHECK_REPLY("MAIL FROM:<a@example.org> RET=hdrs ENVID=QQ+2B1", "250 2.1.0");
+	CHECK_REPLY("RCPT TO:<b@example.net> NOTIFY=failure,success ORCPT=rfc822;b+40example.net", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<c@example.net> NOTIFY=NEVER", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<d@example.net>", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<e@example.net> NOTIFY=DELAY,NEVER", "501 5.5.4");
+	CHECK_REPLY("RCPT TO:<e@example.net> NOTIFY=", "501 5.5.4");
+	CHECK_REPLY("RCPT TO:<e@example.net> ORCPT=;x", "501 5.5.4");
+	CHECK_REPLY("DATA", "354 ");
+	CHECK_INT(feed_data("Subject: x\r\n\r\nbody\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	struct queued_message *m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	CHECK_STR(m->ret, "HDRS");
+	CHECK_STR(m->envid, "QQ+2B1");
+	REQUIRE(m->rcpts.n == 3 && m->notify.n == 3 && m->orcpt.n == 3);
+	CHECK_STR(m->notify.v[0], "SUCCESS,FAILURE");
+	CHECK_STR(m->orcpt.v[0], "rfc822;b+40example.net");
+	CHECK_STR(m->notify.v[1], "NEVER");
+	CHECK_STR(m->notify.v[2], "");
+	CHECK_STR(m->orcpt.v[2], "");
+	queued_message_free(m);
+	free(m);
+	finish();
+}
+
 static void test_too_many_errors(void)
 {
 	struct smtp_session_config few = cfg;
@@ -347,6 +379,7 @@ int main(void)
 	RUN(test_tls_required_no_and_loop);
 	RUN(test_folded_header_and_helo_params);
 	RUN(test_size_saturates);
+	RUN(test_dsn_parameters);
 	RUN(test_too_many_errors);
 	TEST_EXIT();
 }
