@@ -12,6 +12,7 @@
 #include "policy/pcli.h"
 #include "queue/qcli.h"
 #include "smtp/sendcli.h"
+#include "tlsrpt/tcli.h"
 
 static const char main_help[] =
 	"NAME\n"
@@ -39,6 +40,9 @@ static const char main_help[] =
 	"    policy DOMAIN   what delivery to DOMAIN would do: MX hosts, MTA-STS record\n"
 	"                    and policy (cached or fetched), TLSRPT record, and for each\n"
 	"                    MX whether it matches and (--probe) what STARTTLS found\n"
+	"    tlsrpt run [--date YYYY-MM-DD] [--out DIR] [--no-send]\n"
+	"                    build and send the TLS reports (RFC 8460) for one UTC day\n"
+	"                    (default yesterday); serve does this daily by itself\n"
 	"    send            send one test message and print the transcript (like swaks,\n"
 	"                    but it can add REQUIRETLS to MAIL FROM)\n"
 	"    version         print the version\n"
@@ -211,6 +215,7 @@ static const struct command commands[] = {
 	{ "queue", queue_help, true, qcli_main },
 	{ "policy", policy_help, true, pcli_main },
 	{ "send", sendcli_help, false, run_send },
+	{ "tlsrpt", tcli_help, true, tcli_main },
 	{ "version", NULL, false, run_version },
 };
 

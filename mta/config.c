@@ -169,6 +169,10 @@ static const struct key_def keys[] = {
 	{ SEC_TLSRPT, "report_from", KT_STRING, OFF(tlsrpt.report_from), .def = "" },
 	{ SEC_TLSRPT, "dkim_domain", KT_STRING, OFF(tlsrpt.dkim_domain), .def = "" },
 	{ SEC_TLSRPT, "dkim_selector", KT_STRING, OFF(tlsrpt.dkim_selector), .def = "" },
+	{ SEC_TLSRPT, "max_delay", KT_DURATION, OFF(tlsrpt.max_delay), .def = "4h", .min = 0,
+	  .max = 86400 },
+	{ SEC_TLSRPT, "retention", KT_DURATION, OFF(tlsrpt.retention), .def = "30d", .min = 86400 * 2,
+	  .max = 86400 * 365 },
 	{ SEC_TLSRPT, "dkim_key", KT_PATH, OFF(tlsrpt.dkim_key), .def = "" },
 	/* [metrics] */
 	{ SEC_METRICS, "listen", KT_HOSTPORT, OFF(metrics.listen), .def = "", .port = 9325,

@@ -132,6 +132,8 @@ struct config_tlsrpt {
 	char *dkim_domain;
 	char *dkim_selector;
 	char *dkim_key;
+	int64_t retention;              /* seconds TLS results and history are kept; default 30d */
+	int64_t max_delay;              /* reports go out up to this long after midnight; default 4h */
 };
 
 struct config_metrics {

@@ -14,6 +14,8 @@
 #include "policy/preflight.h"
 #include "policy/resolver.h"
 #include "queue/scheduler.h"
+#include "tlsrpt/dkim.h"
+#include "tlsrpt/job.h"
 #include "queue/store.h"
 #include "smtp/server.h"
 #include "smtp/tls.h"
@@ -28,6 +30,8 @@ struct daemon {
 	struct https_client *https;
 	struct mtasts *mtasts;
 	struct preflight *preflight;
+	struct tlsrpt_daemon *tlsrpt;
+	struct dkim_key *dkim;
 	SSL_CTX *client_ctx;
 	struct scheduler *scheduler;
 	struct smtp_server *server;
@@ -42,10 +46,9 @@ static void on_closed_noop(uv_handle_t *h)
 }
 
 /* The last step of a stop: every outcome and every message is committed. */
-static void on_scheduler_stopped(void *arg)
+static void on_tlsrpt_stopped(void *arg)
 {
 	struct daemon *d = arg;
-	d->scheduler = NULL;
 	uv_timer_stop(&d->grace);
 	uv_close((uv_handle_t *)&d->grace, on_closed_noop);
 	/* Users before what they use: policies, then HTTPS, then DNS. */
@@ -64,6 +67,19 @@ static void on_scheduler_stopped(void *arg)
 	uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
 	uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
 	uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
+}
+
+static void on_scheduler_stopped(void *arg)
+{
+	struct daemon *d = arg;
+	d->scheduler = NULL;
+	if (d->tlsrpt != NULL) {
+		struct tlsrpt_daemon *t = d->tlsrpt;
+		d->tlsrpt = NULL;
+		tlsrpt_daemon_stop(t, on_tlsrpt_stopped, d);
+		return;
+	}
+	on_tlsrpt_stopped(d);
 }
 
 /* No client is connected any more: stop delivering. */
@@ -187,10 +203,37 @@ int daemon_serve(const struct config *cfg)
 		.queued = on_message_queued,
 		.queued_arg = &d,
 	};
+	if (cfg->tlsrpt.enabled) {
+		if (cfg->tlsrpt.dkim_key[0] != '\0') {
+			err[0] = '\0';
+			if (dkim_key_load(cfg->tlsrpt.dkim_key, &d.dkim, err, sizeof(err)) < 0) {
+				log_error("main", "%s: %s", config_origin(cfg, "tlsrpt", "dkim_key"), err);
+				scheduler_shutdown(d.scheduler, NULL, NULL);
+				preflight_free(d.preflight);
+				uv_run(&d.loop, UV_RUN_DEFAULT);
+				goto fail_mtasts;
+			}
+			if (err[0] != '\0')
+				log_warn("main", "[tlsrpt] dkim_key: %s", err);
+		}
+		struct tlsrpt_env env = {
+			.loop = &d.loop,
+			.cfg = cfg,
+			.resolver = d.resolver,
+			.https = d.https,
+			.store = d.store,
+			.dkim = d.dkim,
+			.queued = on_message_queued,
+			.queued_arg = &d,
+		};
+		d.tlsrpt = tlsrpt_daemon_start(&env);
+	}
 	if (smtp_server_start(&d.server, &d.loop, &params, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);
 		scheduler_shutdown(d.scheduler, NULL, NULL);
 		preflight_free(d.preflight);
+		if (d.tlsrpt != NULL)
+			tlsrpt_daemon_stop(d.tlsrpt, NULL, NULL);
 		uv_run(&d.loop, UV_RUN_DEFAULT);
 		goto fail_mtasts;
 	}
@@ -222,5 +265,6 @@ out:
 		log_error("main", "event loop still has open handles at exit");
 	SSL_CTX_free(tls_ctx);
 	SSL_CTX_free(d.client_ctx);
+	dkim_key_free(d.dkim);
 	return rc;
 }

@@ -99,6 +99,31 @@ static const char *const migrations[] = {
 	"ALTER TABLE messages ADD COLUMN envid TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE recipients ADD COLUMN notify TEXT NOT NULL DEFAULT '';"
 	"ALTER TABLE recipients ADD COLUMN orcpt TEXT NOT NULL DEFAULT '';",
+	/* 4 -> 5: TLS reports made and where they went (RFC 8460) */
+	"CREATE TABLE tlsrpt_reports ("
+	"  id INTEGER PRIMARY KEY,"
+	"  day INTEGER NOT NULL,"
+	"  policy_domain TEXT NOT NULL,"
+	"  report_id TEXT NOT NULL,"
+	"  filename TEXT NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  report BLOB NOT NULL,"
+	"  state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'no-rua')),"
+	"  detail TEXT NOT NULL DEFAULT ''"
+	");"
+	"CREATE INDEX tlsrpt_reports_day ON tlsrpt_reports(day, policy_domain);"
+	"CREATE TABLE tlsrpt_deliveries ("
+	"  id INTEGER PRIMARY KEY,"
+	"  report INTEGER NOT NULL REFERENCES tlsrpt_reports(id) ON DELETE CASCADE,"
+	"  rua TEXT NOT NULL,"
+	"  kind TEXT NOT NULL CHECK (kind IN ('https', 'mailto')),"
+	"  state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'queued', 'failed')),"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  next_attempt INTEGER NOT NULL,"
+	"  last_result TEXT NOT NULL DEFAULT '',"
+	"  queue_id TEXT NOT NULL DEFAULT ''"
+	");"
+	"CREATE INDEX tlsrpt_deliveries_due ON tlsrpt_deliveries(state, next_attempt);",
 };
 
 int store_schema_version(sqlite3 *db)

@@ -1282,7 +1282,7 @@ static void test_example_config(void)
 			fprintf(stderr, "example config lacks: %s\n", line);
 		CHECK(strstr(line, "# default") == NULL);
 	}
-	CHECK_INT(nkeys, 41); /* every key of the table, each set in the example */
+	CHECK_INT(nkeys, 43); /* every key of the table, each set in the example */
 	free(printed);
 	config_free(&c);
 	free(path);
