@@ -1198,7 +1198,12 @@ class RoutesProtocol(unittest.TestCase):
                 if x not in ("bad@reuse.test", "later@reuse.test"):
                     self.assertIn("id=%s " % qid, self.outcome(r, x, "sent"))
         self.assertEqual(len(msgs), 10)
-        sess = self.lab.mx.sessions("reuse.hop.test")
+        # the 10th message arrives before the relay's RSET and QUIT: read the
+        # transcript once the session has ended
+        def ended():
+            ss = self.lab.mx.sessions("reuse.hop.test")
+            return ss if ss and all(s["events"][-1]["line"].startswith("close") for s in ss) else None
+        sess = wait_for(ended, 10, what="the reused session to end")
         self.assertEqual(len(sess), 1, self.lab.mx.transcript("reuse.hop.test"))
         v = verbs(self.lab.mx.commands(sess[0]))
         self.assertEqual(v.count("MAIL"), 10, v)
