@@ -190,6 +190,78 @@ char *buf_steal(struct buf *b, size_t *len)
 	return p;
 }
 
+/* --- struct part: the sticky-error writer ------------------------------ */
+
+void part_init(struct part *p, size_t max)
+{
+	buf_init(&p->b, max);
+	p->err = buf_append(&p->b, "", 0) < 0;
+}
+
+void part_put(struct part *p, const char *s, size_t n)
+{
+	if (!p->err && buf_append(&p->b, s, n) < 0)
+		p->err = true;
+}
+
+void part_puts(struct part *p, const char *s)
+{
+	part_put(p, s, strlen(s));
+}
+
+void part_printf(struct part *p, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (!p->err && buf_vprintf(&p->b, fmt, ap) < 0)
+		p->err = true;
+	va_end(ap);
+}
+
+void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (err == NULL || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	uint32_t cp, min;
+	if (c < 0x80)
+		return n > 0 ? 1 : 0;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+		min = 0x80;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+		min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+		min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
 /* --- struct strlist ----------------------------------------------------- */
 
 void strlist_add_owned(struct strlist *l, char *s)

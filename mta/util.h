@@ -57,6 +57,27 @@ void buf_free(struct buf *b);
 /* Hands the storage to the caller (never NULL; "" for an empty buffer) and resets b. */
 char *buf_steal(struct buf *b, size_t *len);
 
+/*
+ * A buffer for building a whole text whose first failed append (the cap
+ * reached) sticks: write everything, check err once at the end. data is
+ * never NULL after part_init.
+ */
+struct part {
+	struct buf b;
+	bool err;
+};
+void part_init(struct part *p, size_t max);
+void part_put(struct part *p, const char *s, size_t n);
+void part_puts(struct part *p, const char *s);
+void part_printf(struct part *p, const char *fmt, ...) SR_PRINTF(2, 3);
+
+/* vsnprintf into err when err is not NULL: the "why" out-parameter idiom. */
+void errf(char *err, size_t errlen, const char *fmt, ...) SR_PRINTF(3, 4);
+
+/* Length (1..4) of the valid UTF-8 sequence at s, or 0: no overlong forms,
+ * no surrogates, nothing above U+10FFFF. */
+size_t utf8_seq_len(const unsigned char *s, size_t n);
+
 /* A growable array of owned strings. */
 struct strlist {
 	char **v;

@@ -11,9 +11,7 @@ static void ok(struct verdict *v)
 	v->result = DECIDE_OK;
 }
 
-static void fail(struct verdict *v, enum decide_result r, bool permanent, const char *status,
-		 const char *fmt, ...) SR_PRINTF(5, 6);
-static void fail(struct verdict *v, enum decide_result r, bool permanent, const char *status,
+void verdict_set(struct verdict *v, enum decide_result r, bool permanent, const char *status,
 		 const char *fmt, ...)
 {
 	memset(v, 0, sizeof(*v));
@@ -94,7 +92,7 @@ void decide_mx(const struct delivery_req *req, const char *mx_host, struct verdi
 			return;
 		}
 	}
-	fail(v, DECIDE_NEXT_MX, req->requiretls, req->requiretls ? "5.7.30" : "4.7.5",
+	verdict_set(v, DECIDE_NEXT_MX, req->requiretls, req->requiretls ? "5.7.30" : "4.7.5",
 	     "MX %s does not match the MTA-STS policy of the domain", mx_host);
 }
 
@@ -105,10 +103,10 @@ void decide_ehlo(const struct mx_needs *n, bool starttls_offered, struct verdict
 		return;
 	}
 	if (n->requiretls)
-		fail(v, DECIDE_NEXT_MX, true, "5.7.10",
+		verdict_set(v, DECIDE_NEXT_MX, true, "5.7.10",
 		     "REQUIRETLS: the MX does not offer STARTTLS");
 	else
-		fail(v, DECIDE_NEXT_MX, false, "4.7.10",
+		verdict_set(v, DECIDE_NEXT_MX, false, "4.7.10",
 		     "TLS is required but the MX does not offer STARTTLS");
 }
 
@@ -117,11 +115,11 @@ void decide_tls(const struct mx_needs *n, bool handshake_ok, const char *handsha
 {
 	if (!handshake_ok) {
 		if (n->plain_fallback) {
-			fail(v, DECIDE_RETRY_PLAIN, false, "4.7.5", "TLS handshake failed: %s",
+			verdict_set(v, DECIDE_RETRY_PLAIN, false, "4.7.5", "TLS handshake failed: %s",
 			     handshake_error ? handshake_error : "unknown error");
 			return;
 		}
-		fail(v, DECIDE_NEXT_MX, n->requiretls, n->requiretls ? "5.7.10" : "4.7.5",
+		verdict_set(v, DECIDE_NEXT_MX, n->requiretls, n->requiretls ? "5.7.10" : "4.7.5",
 		     "%sTLS handshake failed: %s", n->requiretls ? "REQUIRETLS: " : "",
 		     handshake_error ? handshake_error : "unknown error");
 		return;
@@ -130,7 +128,7 @@ void decide_tls(const struct mx_needs *n, bool handshake_ok, const char *handsha
 		ok(v);
 		return;
 	}
-	fail(v, DECIDE_NEXT_MX, n->requiretls, n->requiretls ? "5.7.10" : "4.7.5",
+	verdict_set(v, DECIDE_NEXT_MX, n->requiretls, n->requiretls ? "5.7.10" : "4.7.5",
 	     "%scertificate of the MX not valid for %s: %s (%s)",
 	     n->requiretls ? "REQUIRETLS: " : "", n->verify_name, tls_cert_result_name(cert->result),
 	     cert->detail);
@@ -142,7 +140,7 @@ void decide_tls_ehlo(const struct mx_needs *n, bool requiretls_offered, struct v
 		ok(v);
 		return;
 	}
-	fail(v, DECIDE_NEXT_MX, true, "5.7.30",
+	verdict_set(v, DECIDE_NEXT_MX, true, "5.7.30",
 	     "REQUIRETLS: the next hop does not advertise REQUIRETLS");
 }
 
@@ -174,5 +172,5 @@ void decide_exhausted(const struct delivery_req *req, const struct verdict *mx_v
 		*out = *perm;
 		return;
 	}
-	fail(out, DECIDE_NEXT_MX, false, "4.4.1", "no MX host could be tried");
+	verdict_set(out, DECIDE_NEXT_MX, false, "4.4.1", "no MX host could be tried");
 }

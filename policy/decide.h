@@ -66,6 +66,10 @@ struct verdict {
 	char reason[256];     /* for logs, DSNs and TLS reports */
 };
 
+/* Fills v: a failure (r != DECIDE_OK) with its status and reason. */
+void verdict_set(struct verdict *v, enum decide_result r, bool permanent, const char *status,
+		 const char *fmt, ...) SR_PRINTF(5, 6);
+
 /* The needs for one MX (host is the MX name, or the domain for implicit MX). */
 void decide_needs(const struct delivery_req *req, const char *mx_host, struct mx_needs *out);
 

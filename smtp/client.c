@@ -131,20 +131,6 @@ static void set_state(struct smtp_client *c, enum cstate st)
 	c->state = st;
 }
 
-static void verdict_set(struct verdict *v, bool permanent, const char *status, const char *fmt,
-			...) SR_PRINTF(4, 5);
-static void verdict_set(struct verdict *v, bool permanent, const char *status, const char *fmt,
-			...)
-{
-	memset(v, 0, sizeof(*v));
-	v->result = DECIDE_NEXT_MX;
-	v->permanent = permanent;
-	snprintf(v->status, sizeof(v->status), "%s", status);
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(v->reason, sizeof(v->reason), fmt, ap);
-	va_end(ap);
-}
 
 /* --- writing ------------------------------------------------------------- */
 
@@ -649,7 +635,7 @@ static void fail_mx_reply(struct smtp_client *c, const char *stage, const struct
 	char text[400];
 	smtp_reply_render(r, text, sizeof(text));
 	struct verdict v;
-	verdict_set(&v, false, r->code / 100 == 5 ? "4.4.0" : smtp_reply_status(r),
+	verdict_set(&v, DECIDE_NEXT_MX, false, r->code / 100 == 5 ? "4.4.0" : smtp_reply_status(r),
 		    "%s refused by %s: %s", stage, c->mx_host, text);
 	if (v.status[0] != '4')
 		v.status[0] = '4'; /* one MX saying no is no reason to bounce */
@@ -677,7 +663,7 @@ static void start_tls(struct smtp_client *c)
 	/* TLS-04: nothing may follow the 220 in the same read. */
 	if (c->in.len > 0) {
 		struct verdict v;
-		verdict_set(&v, false, "4.7.0",
+		verdict_set(&v, DECIDE_NEXT_MX, false, "4.7.0",
 			    "%s sent %zu unexpected bytes after its STARTTLS reply (injection?)",
 			    c->mx_host, c->in.len);
 		buf_reset(&c->in);
@@ -690,7 +676,7 @@ static void start_tls(struct smtp_client *c)
 	if (tls_conn_init_client(&c->tls, c->p.tls_ctx, ip ? NULL : c->mx_host,
 				 c->needs.verify_name) < 0) {
 		struct verdict v;
-		verdict_set(&v, false, "4.7.5", "cannot start TLS: %s", tls_last_error(&c->tls));
+		verdict_set(&v, DECIDE_NEXT_MX, false, "4.7.5", "cannot start TLS: %s", tls_last_error(&c->tls));
 		fail_mx(c, &v);
 		return;
 	}
@@ -744,7 +730,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 			return;
 		}
 		struct verdict v;
-		verdict_set(&v, false, "4.4.2", "%s closed the session: %s", c->mx_host, text);
+		verdict_set(&v, DECIDE_NEXT_MX, false, "4.4.2", "%s closed the session: %s", c->mx_host, text);
 		c->fail = v;
 		close_connection(c);
 		return;
@@ -810,7 +796,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		if (c->needs.starttls) {
 			char text[400];
 			smtp_reply_render(r, text, sizeof(text));
-			verdict_set(&v, c->needs.requiretls, c->needs.requiretls ? "5.7.10" : "4.7.10",
+			verdict_set(&v, DECIDE_NEXT_MX, c->needs.requiretls, c->needs.requiretls ? "5.7.10" : "4.7.10",
 				    "%s refused STARTTLS: %s", c->mx_host, text);
 			c->handshake_failed = true;
 			snprintf(c->handshake_error, sizeof(c->handshake_error), "STARTTLS refused: %s",
@@ -876,7 +862,7 @@ static void connection_failed(struct smtp_client *c, const char *status, const c
 	if (c->job != NULL) {
 		defer_job(c, status, "%s (%s)", reason, c->mx_host);
 	} else if (c->state < CS_READY) {
-		verdict_set(&c->fail, false, status, "%s: %s", c->mx_host, reason);
+		verdict_set(&c->fail, DECIDE_NEXT_MX, false, status, "%s: %s", c->mx_host, reason);
 		log_info("delivery", "dest=%s mx=%s ip=%s not used: %s", c->p.dest->label, c->mx_host,
 			 c->mx_ip[0] ? c->mx_ip : "-", reason);
 	}
@@ -916,7 +902,7 @@ static void on_timeout(uv_timer_t *t)
 	switch (c->state) {
 	case CS_CONNECTING:
 		/* the connect request is cancelled by closing the handle */
-		verdict_set(&c->fail, false, "4.4.1", "connection to %s[%s] timed out", c->mx_host,
+		verdict_set(&c->fail, DECIDE_NEXT_MX, false, "4.4.1", "connection to %s[%s] timed out", c->mx_host,
 			    c->mx_ip);
 		log_info("delivery", "dest=%s mx=%s ip=%s not used: connection timed out",
 			 c->p.dest->label, c->mx_host, c->mx_ip);
@@ -1005,7 +991,7 @@ static void on_connect(uv_connect_t *req, int status)
 	if (c->state != CS_CONNECTING)
 		return; /* timed out or aborted; the handle is closing */
 	if (status < 0) {
-		verdict_set(&c->fail, false, "4.4.1", "connection to %s[%s] failed: %s", c->mx_host,
+		verdict_set(&c->fail, DECIDE_NEXT_MX, false, "4.4.1", "connection to %s[%s] failed: %s", c->mx_host,
 			    c->mx_ip, uv_strerror(status));
 		log_info("delivery", "dest=%s mx=%s ip=%s not used: connect: %s", c->p.dest->label,
 			 c->mx_host, c->mx_ip, uv_strerror(status));
@@ -1057,7 +1043,7 @@ static void connect_to(struct smtp_client *c, const struct sockaddr_storage *add
 	c->connect_req.data = c;
 	int r = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&sa, on_connect);
 	if (r < 0) {
-		verdict_set(&c->fail, false, "4.4.1", "connection to %s[%s] failed: %s", c->mx_host,
+		verdict_set(&c->fail, DECIDE_NEXT_MX, false, "4.4.1", "connection to %s[%s] failed: %s", c->mx_host,
 			    c->mx_ip, uv_strerror(r));
 		log_info("delivery", "dest=%s mx=%s ip=%s not used: connect: %s", c->p.dest->label,
 			 c->mx_host, c->mx_ip, uv_strerror(r));
@@ -1316,28 +1302,28 @@ static void on_nexthop(void *arg, const struct nexthop *nh)
 		const char *name = c->p.dest->lookup_name;
 		switch (nh->status) {
 		case NH_NULL_MX:
-			verdict_set(&v, true, "5.1.10",
+			verdict_set(&v, DECIDE_NEXT_MX, true, "5.1.10",
 				    "domain %s does not accept mail (null MX, RFC 7505)", name);
 			break;
 		case NH_NXDOMAIN:
 			if (!c->p.dest->route)
-				verdict_set(&v, true, "5.1.2", "domain %s does not exist", name);
+				verdict_set(&v, DECIDE_NEXT_MX, true, "5.1.2", "domain %s does not exist", name);
 			else /* a configured next hop that does not resolve: fix the config */
-				verdict_set(&v, false, "4.4.3", "next hop %s does not exist in DNS", name);
+				verdict_set(&v, DECIDE_NEXT_MX, false, "4.4.3", "next hop %s does not exist in DNS", name);
 			break;
 		case NH_NODATA:
 			/* RFC 5321 5.1: no MX and no address: it cannot receive mail */
 			if (!c->p.dest->route)
-				verdict_set(&v, true, "5.4.4", "domain %s has no MX and no address", name);
+				verdict_set(&v, DECIDE_NEXT_MX, true, "5.4.4", "domain %s has no MX and no address", name);
 			else
-				verdict_set(&v, false, "4.4.3", "next hop %s has no address in DNS", name);
+				verdict_set(&v, DECIDE_NEXT_MX, false, "4.4.3", "next hop %s has no address in DNS", name);
 			break;
 		case NH_BADNAME:
-			verdict_set(&v, !c->p.dest->route, !c->p.dest->route ? "5.1.2" : "4.4.3",
+			verdict_set(&v, DECIDE_NEXT_MX, !c->p.dest->route, !c->p.dest->route ? "5.1.2" : "4.4.3",
 				    "%s is not a valid domain name: %s", name, nh->detail);
 			break;
 		default:
-			verdict_set(&v, false, "4.4.3", "DNS lookup for %s failed: %s", name,
+			verdict_set(&v, DECIDE_NEXT_MX, false, "4.4.3", "DNS lookup for %s failed: %s", name,
 				    nh->detail);
 			break;
 		}

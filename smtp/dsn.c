@@ -12,42 +12,6 @@
 #define MAX_BOUNDARY 70     /* RFC 2046 5.1.1 */
 #define BOUNDARY_TRIES 100
 
-/* A buffer being written; the first failed append sticks. */
-struct part {
-	struct buf b;
-	bool err;
-};
-
-static void part_init(struct part *p, size_t max)
-{
-	buf_init(&p->b, max);
-	p->err = false;
-	/* an empty part still has storage, so data is never NULL below */
-	if (buf_append(&p->b, "", 0) < 0)
-		p->err = true;
-}
-
-static void put(struct part *p, const char *s, size_t n)
-{
-	if (!p->err && buf_append(&p->b, s, n) < 0)
-		p->err = true;
-}
-
-static void puts_(struct part *p, const char *s)
-{
-	put(p, s, strlen(s));
-}
-
-static void printf_(struct part *p, const char *fmt, ...) SR_PRINTF(2, 3);
-static void printf_(struct part *p, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (!p->err && buf_vprintf(&p->b, fmt, ap) < 0)
-		p->err = true;
-	va_end(ap);
-}
-
 static void truncate_to(struct buf *b, size_t len)
 {
 	if (b->data != NULL && len <= b->len) {
@@ -177,14 +141,14 @@ static void put_long_word(struct part *p, const char *w, size_t n, size_t *col, 
 {
 	while (*col + n > MAX_LINE) {
 		size_t k = MAX_LINE - *col;
-		put(p, w, k);
-		puts_(p, "\r\n");
-		puts_(p, cont);
+		part_put(p, w, k);
+		part_puts(p, "\r\n");
+		part_puts(p, cont);
 		*col = strlen(cont);
 		w += k;
 		n -= k;
 	}
-	put(p, w, n);
+	part_put(p, w, n);
 	*col += n;
 }
 
@@ -204,11 +168,11 @@ static void wrap(struct part *p, const char *text, size_t col, const char *cont)
 		size_t n = e != NULL ? (size_t)(e - s) : strlen(s);
 		if (n > 0) {
 			if (!first && col + 1 + n > WRAP && col > contlen) {
-				puts_(p, "\r\n");
-				puts_(p, cont);
+				part_puts(p, "\r\n");
+				part_puts(p, cont);
 				col = contlen;
 			} else if (!first) {
-				puts_(p, " ");
+				part_puts(p, " ");
 				col++;
 			}
 			put_long_word(p, s, n, &col, cont);
@@ -218,14 +182,14 @@ static void wrap(struct part *p, const char *text, size_t col, const char *cont)
 		if (*s == ' ')
 			s++;
 	}
-	puts_(p, "\r\n");
+	part_puts(p, "\r\n");
 }
 
 static void put_date(struct part *p, const char *field, int64_t t)
 {
 	char d[64];
 	fmt_time_rfc5322(d, sizeof(d), t);
-	printf_(p, "%s: %s\r\n", field, d);
+	part_printf(p, "%s: %s\r\n", field, d);
 }
 
 /* --- part 1: for humans ---------------------------------------------------- */
@@ -254,7 +218,7 @@ static void build_text(struct part *p, const struct dsn_params *prm, bool any_fa
 		       bool any_delayed, bool requiretls, bool full)
 {
 	char line[1200];
-	printf_(p, "This is the mail system at host %s.\r\n\r\n", prm->reporting_mta);
+	part_printf(p, "This is the mail system at host %s.\r\n\r\n", prm->reporting_mta);
 	snprintf(line, sizeof(line), "%s %s",
 		 any_failed ? "Your message could not be delivered to one or more recipients."
 		 : any_delayed
@@ -268,7 +232,7 @@ static void build_text(struct part *p, const struct dsn_params *prm, bool any_fa
 		bool unmet = false;
 		for (size_t i = 0; i < prm->nrcpts; i++)
 			unmet |= requiretls_failure(rcpt_status(&prm->rcpts[i]));
-		puts_(p, "\r\n");
+		part_puts(p, "\r\n");
 		wrap(p, "Your message was sent with REQUIRETLS (RFC 8689): it may only travel over "
 			"TLS connections with verified certificates, to servers that support "
 			"REQUIRETLS.",
@@ -284,37 +248,37 @@ static void build_text(struct part *p, const struct dsn_params *prm, bool any_fa
 	char id[64];
 	sanitize(id, sizeof(id) - 1, prm->original_id);
 	if (id[0] != '\0')
-		printf_(p, "\r\nMessage queue id: %s\r\n", id);
+		part_printf(p, "\r\nMessage queue id: %s\r\n", id);
 	for (size_t i = 0; i < prm->nrcpts && i < DSN_MAX_LISTED; i++) {
 		const struct dsn_recipient *r = &prm->rcpts[i];
 		const char *status = rcpt_status(r);
-		puts_(p, "\r\n");
+		part_puts(p, "\r\n");
 		snprintf(line, sizeof(line), "<%s>: %s (%s).", r->address, action_phrase(r->action),
 			 status);
 		wrap(p, line, 0, "    ");
 		if (requiretls && requiretls_failure(status))
-			puts_(p, "    The REQUIRETLS requirement could not be met.\r\n");
+			part_puts(p, "    The REQUIRETLS requirement could not be met.\r\n");
 		if (!empty(r->diagnostic)) {
 			char diag[DSN_MAX_DIAGNOSTIC + 1];
 			char host[300];
 			sanitize(diag, DSN_MAX_DIAGNOSTIC, r->diagnostic);
 			if (!empty(r->remote_mta) && looks_like_reply(diag)) {
 				sanitize(host, sizeof(host) - 1, r->remote_mta);
-				printf_(p, "    The mail server %s said:\r\n", host);
+				part_printf(p, "    The mail server %s said:\r\n", host);
 			} else {
-				puts_(p, "    Reason:\r\n");
+				part_puts(p, "    Reason:\r\n");
 			}
-			puts_(p, "    ");
+			part_puts(p, "    ");
 			wrap(p, diag, 4, "    ");
 		}
 		if (strcmp(r->action, "delayed") == 0 && r->will_retry_until != 0) {
 			char d[64];
 			fmt_time_rfc5322(d, sizeof(d), r->will_retry_until);
-			printf_(p, "    Retrying until %s.\r\n", d);
+			part_printf(p, "    Retrying until %s.\r\n", d);
 		}
 	}
 	if (prm->nrcpts > DSN_MAX_LISTED)
-		printf_(p, "\r\n... and %zu more recipient(s): see the delivery report.\r\n",
+		part_printf(p, "\r\n... and %zu more recipient(s): see the delivery report.\r\n",
 			prm->nrcpts - DSN_MAX_LISTED);
 }
 
@@ -323,39 +287,39 @@ static void build_text(struct part *p, const struct dsn_params *prm, bool any_fa
 static void build_status(struct part *p, const struct dsn_params *prm, bool global)
 {
 	char tmp[600];
-	printf_(p, "Reporting-MTA: dns; %s\r\n", prm->reporting_mta);
+	part_printf(p, "Reporting-MTA: dns; %s\r\n", prm->reporting_mta);
 	sanitize(tmp, sizeof(tmp) - 1, prm->original_id);
 	if (tmp[0] != '\0')
-		printf_(p, "X-Strictrelay-Queue-ID: %s\r\n", tmp);
+		part_printf(p, "X-Strictrelay-Queue-ID: %s\r\n", tmp);
 	if (!empty(prm->envid)) {
 		sanitize(tmp, sizeof(tmp) - 1, prm->envid);
-		printf_(p, "Original-Envelope-Id: %s\r\n", tmp);
+		part_printf(p, "Original-Envelope-Id: %s\r\n", tmp);
 	}
 	if (prm->arrival != 0)
 		put_date(p, "Arrival-Date", prm->arrival);
 	for (size_t i = 0; i < prm->nrcpts; i++) {
 		const struct dsn_recipient *r = &prm->rcpts[i];
-		puts_(p, "\r\n");
-		printf_(p, "Final-Recipient: %s; %s\r\n", global ? "utf-8" : "rfc822", r->address);
+		part_puts(p, "\r\n");
+		part_printf(p, "Final-Recipient: %s; %s\r\n", global ? "utf-8" : "rfc822", r->address);
 		if (!empty(r->orcpt)) {
 			if (global && !is_ascii(r->orcpt))
 				/* checked: no controls, at most 512 octets */
 				snprintf(tmp, sizeof(tmp), "%s", r->orcpt);
 			else
 				sanitize(tmp, sizeof(tmp) - 1, r->orcpt);
-			printf_(p, "Original-Recipient: %s\r\n", tmp);
+			part_printf(p, "Original-Recipient: %s\r\n", tmp);
 		}
-		printf_(p, "Action: %s\r\n", r->action);
-		printf_(p, "Status: %s\r\n", rcpt_status(r));
+		part_printf(p, "Action: %s\r\n", r->action);
+		part_printf(p, "Status: %s\r\n", rcpt_status(r));
 		if (!empty(r->remote_mta)) {
 			sanitize(tmp, sizeof(tmp) - 1, r->remote_mta);
-			printf_(p, "Remote-MTA: dns; %s\r\n", tmp);
+			part_printf(p, "Remote-MTA: dns; %s\r\n", tmp);
 		}
 		if (!empty(r->diagnostic)) {
 			char diag[DSN_MAX_DIAGNOSTIC + 1];
 			sanitize(diag, DSN_MAX_DIAGNOSTIC, r->diagnostic);
 			const char *type = looks_like_reply(diag) ? "smtp" : "x-strictrelay";
-			printf_(p, "Diagnostic-Code: %s; ", type);
+			part_printf(p, "Diagnostic-Code: %s; ", type);
 			wrap(p, diag, strlen("Diagnostic-Code: ; ") + strlen(type), " ");
 		}
 		if (r->last_attempt != 0)
@@ -390,14 +354,14 @@ static void put_orig_line(struct part *p, const char *s, size_t n, bool header)
 {
 	size_t max = MAX_LINE;
 	while (n > max) {
-		put(p, s, max);
-		puts_(p, header ? "\r\n " : "\r\n");
+		part_put(p, s, max);
+		part_puts(p, header ? "\r\n " : "\r\n");
 		s += max;
 		n -= max;
 		max = header ? MAX_LINE - 1 : MAX_LINE;
 	}
-	put(p, s, n);
-	puts_(p, "\r\n");
+	part_put(p, s, n);
+	part_puts(p, "\r\n");
 }
 
 static void build_original(struct part *p, const struct dsn_params *prm, bool full)
@@ -484,13 +448,13 @@ static int choose_boundary(char *dst, size_t dstlen, const struct dsn_params *pr
 static void put_part_header(struct part *out, const char *boundary, const char *desc,
 			    const char *type, const struct part *body)
 {
-	printf_(out, "\r\n--%s\r\n", boundary);
-	printf_(out, "Content-Description: %s\r\n", desc);
-	printf_(out, "Content-Type: %s\r\n", type);
+	part_printf(out, "\r\n--%s\r\n", boundary);
+	part_printf(out, "Content-Description: %s\r\n", desc);
+	part_printf(out, "Content-Type: %s\r\n", type);
 	if (!str_is_ascii(body->b.data, body->b.len))
-		puts_(out, "Content-Transfer-Encoding: 8bit\r\n");
-	puts_(out, "\r\n");
-	put(out, body->b.data, body->b.len);
+		part_puts(out, "Content-Transfer-Encoding: 8bit\r\n");
+	part_puts(out, "\r\n");
+	part_put(out, body->b.data, body->b.len);
 }
 
 /* Non-empty, no control characters, at most max octets (which keeps every
@@ -558,24 +522,24 @@ int dsn_build(const struct dsn_params *prm, struct buf *out)
 	fmt_time_rfc5322(date, sizeof(date), prm->now);
 	keep_chars(seed, sizeof(seed) - 1, prm->seed, "-_.");
 	keep_chars(host, sizeof(host) - 1, prm->reporting_mta, "-_.[]:");
-	printf_(&msg, "From: Mail Delivery System <%s>\r\n", prm->from_address);
-	printf_(&msg, "To: <%s>\r\n", prm->original_sender);
-	printf_(&msg, "Subject: %s\r\n",
+	part_printf(&msg, "From: Mail Delivery System <%s>\r\n", prm->from_address);
+	part_printf(&msg, "To: <%s>\r\n", prm->original_sender);
+	part_printf(&msg, "Subject: %s\r\n",
 		any_failed    ? "Undelivered Mail Returned to Sender"
 		: any_delayed ? "Delayed Mail (still being retried)"
 			      : "Successful Mail Delivery Report");
-	printf_(&msg, "Date: %s\r\n", date);
-	printf_(&msg, "Message-ID: <%lld.%s@%s>\r\n", (long long)prm->now, seed[0] ? seed : "dsn",
+	part_printf(&msg, "Date: %s\r\n", date);
+	part_printf(&msg, "Message-ID: <%lld.%s@%s>\r\n", (long long)prm->now, seed[0] ? seed : "dsn",
 		host[0] ? host : "localhost");
-	puts_(&msg, "Auto-Submitted: auto-replied\r\n");
+	part_puts(&msg, "Auto-Submitted: auto-replied\r\n");
 	if ((prm->flags & MSG_TLS_REQUIRED_NO) && !requiretls)
-		puts_(&msg, "TLS-Required: No\r\n");
-	puts_(&msg, "MIME-Version: 1.0\r\n");
-	printf_(&msg, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+		part_puts(&msg, "TLS-Required: No\r\n");
+	part_puts(&msg, "MIME-Version: 1.0\r\n");
+	part_printf(&msg, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
 		      "\tboundary=\"%s\"\r\n", boundary);
 	if (eight)
-		puts_(&msg, "Content-Transfer-Encoding: 8bit\r\n");
-	puts_(&msg, "\r\nThis is a MIME-encapsulated message.\r\n");
+		part_puts(&msg, "Content-Transfer-Encoding: 8bit\r\n");
+	part_puts(&msg, "\r\nThis is a MIME-encapsulated message.\r\n");
 
 	bool text8 = !str_is_ascii(parts[0].b.data, parts[0].b.len);
 	put_part_header(&msg, boundary, "Notification",
@@ -590,7 +554,7 @@ int dsn_build(const struct dsn_params *prm, struct buf *out)
 			full ? "Undelivered Message" : any_failed ? "Undelivered Message Headers"
 								  : "Message Headers",
 			type, &parts[2]);
-	printf_(&msg, "\r\n--%s--\r\n", boundary);
+	part_printf(&msg, "\r\n--%s--\r\n", boundary);
 	if (!msg.err)
 		rc = 0;
 done:

@@ -52,17 +52,6 @@ struct sink {
 
 /* --- errors ------------------------------------------------------------ */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) SR_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err == NULL || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* "WHAT: <last OpenSSL error>", and OpenSSL's error queue emptied. */
 static void ssl_err(char *err, size_t errlen, const char *what)
 {
@@ -72,7 +61,7 @@ static void ssl_err(char *err, size_t errlen, const char *what)
 		last = code;
 	if (last != 0)
 		ERR_error_string_n(last, e, sizeof(e));
-	set_err(err, errlen, "%s: %s", what, e);
+	errf(err, errlen, "%s: %s", what, e);
 }
 
 /* --- small helpers ----------------------------------------------------- */
@@ -191,17 +180,17 @@ static int read_key_file(const char *path, char **data, size_t *len, char *err, 
 {
 	FILE *f = fopen(path, "rb");
 	if (f == NULL) {
-		set_err(err, errlen, "DKIM key %s: %s", path, strerror(errno));
+		errf(err, errlen, "DKIM key %s: %s", path, strerror(errno));
 		return -1;
 	}
 	char *d = xmalloc(KEY_FILE_MAX + 1);
 	size_t n = fread(d, 1, KEY_FILE_MAX + 1, f);
 	int rc = 0;
 	if (ferror(f)) {
-		set_err(err, errlen, "DKIM key %s: read error", path);
+		errf(err, errlen, "DKIM key %s: read error", path);
 		rc = -1;
 	} else if (n > KEY_FILE_MAX) {
-		set_err(err, errlen, "DKIM key %s: larger than %d octets, not a PEM key", path,
+		errf(err, errlen, "DKIM key %s: larger than %d octets, not a PEM key", path,
 			KEY_FILE_MAX);
 		rc = -1;
 	}
@@ -219,9 +208,9 @@ static int read_key_file(const char *path, char **data, size_t *len, char *err, 
 int dkim_key_load(const char *pem_path, struct dkim_key **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	set_err(err, errlen, "%s", "");
+	errf(err, errlen, "%s", "");
 	if (pem_path == NULL || *pem_path == '\0') {
-		set_err(err, errlen, "DKIM key: no file name");
+		errf(err, errlen, "DKIM key: no file name");
 		return -1;
 	}
 	char *data;
@@ -242,7 +231,7 @@ int dkim_key_load(const char *pem_path, struct dkim_key **out, char *err, size_t
 	if (pkey == NULL) {
 		if (asked) {
 			ERR_clear_error();
-			set_err(err, errlen, "DKIM key %s: encrypted; a key without a pass phrase is needed",
+			errf(err, errlen, "DKIM key %s: encrypted; a key without a pass phrase is needed",
 				pem_path);
 		} else {
 			char what[600];
@@ -259,18 +248,18 @@ int dkim_key_load(const char *pem_path, struct dkim_key **out, char *err, size_t
 		k->type = DKIM_ALG_RSA_SHA256;
 		k->bits = EVP_PKEY_get_bits(pkey);
 		if (k->bits < DKIM_RSA_MIN_BITS || k->bits > DKIM_RSA_MAX_BITS) {
-			set_err(err, errlen, "DKIM key %s: RSA key of %d bits; %d to %d are accepted",
+			errf(err, errlen, "DKIM key %s: RSA key of %d bits; %d to %d are accepted",
 				pem_path, k->bits, DKIM_RSA_MIN_BITS, DKIM_RSA_MAX_BITS);
 			dkim_key_free(k);
 			goto fail_cleansed;
 		}
 		if (k->bits < DKIM_RSA_WARN_BITS)
-			set_err(err, errlen,
+			errf(err, errlen,
 				"DKIM key %s: RSA key of only %d bits; %d or more is recommended "
 				"(RFC 8301)",
 				pem_path, k->bits, DKIM_RSA_WARN_BITS);
 		else if (k->bits > 4096)
-			set_err(err, errlen,
+			errf(err, errlen,
 				"DKIM key %s: RSA key of %d bits; verifiers need only support up to "
 				"4096 (RFC 8301)",
 				pem_path, k->bits);
@@ -279,7 +268,7 @@ int dkim_key_load(const char *pem_path, struct dkim_key **out, char *err, size_t
 		k->bits = 256;
 	} else {
 		const char *name = EVP_PKEY_get0_type_name(pkey);
-		set_err(err, errlen,
+		errf(err, errlen,
 			"DKIM key %s: key type %s is not supported; DKIM needs RSA (rsa-sha256) or "
 			"Ed25519 (ed25519-sha256)",
 			pem_path, name != NULL ? name : "unknown");
@@ -528,7 +517,7 @@ static int parse_message(const char *msg, size_t len, struct header *h, char *er
 	for (size_t i = 0; i < len; i++) {
 		if ((msg[i] == '\r' && (i + 1 >= len || msg[i + 1] != '\n')) ||
 		    (msg[i] == '\n' && (i == 0 || msg[i - 1] != '\r'))) {
-			set_err(err, errlen, "bare %s at offset %zu of the message",
+			errf(err, errlen, "bare %s at offset %zu of the message",
 				msg[i] == '\r' ? "CR" : "LF", i);
 			return -1;
 		}
@@ -544,7 +533,7 @@ static int parse_message(const char *msg, size_t len, struct header *h, char *er
 		}
 		if (is_wsp(msg[pos])) {
 			if (h->n == 0) {
-				set_err(err, errlen, "header section starts with a continuation line");
+				errf(err, errlen, "header section starts with a continuation line");
 				goto fail;
 			}
 			struct field *f = &h->f[h->n - 1];
@@ -552,7 +541,7 @@ static int parse_message(const char *msg, size_t len, struct header *h, char *er
 		} else {
 			const char *colon = memchr(msg + pos, ':', eol - pos);
 			if (colon == NULL) {
-				set_err(err, errlen, "header line without a colon at offset %zu", pos);
+				errf(err, errlen, "header line without a colon at offset %zu", pos);
 				goto fail;
 			}
 			size_t nl = (size_t)(colon - (msg + pos));
@@ -560,13 +549,13 @@ static int parse_message(const char *msg, size_t len, struct header *h, char *er
 				nl--;
 			for (size_t i = 0; i < nl; i++) {
 				if (!is_ftext(msg[pos + i])) {
-					set_err(err, errlen, "invalid header field name at offset %zu",
+					errf(err, errlen, "invalid header field name at offset %zu",
 						pos);
 					goto fail;
 				}
 			}
 			if (nl == 0) {
-				set_err(err, errlen, "empty header field name at offset %zu", pos);
+				errf(err, errlen, "empty header field name at offset %zu", pos);
 				goto fail;
 			}
 			if (h->n == h->cap) {
@@ -761,27 +750,27 @@ static int check_sign_args(const struct dkim_key *k, const char *domain, const c
 			   char *err, size_t errlen)
 {
 	if (k == NULL || k->pkey == NULL) {
-		set_err(err, errlen, "no DKIM key");
+		errf(err, errlen, "no DKIM key");
 		return -1;
 	}
 	if (!dns_name_ok(domain)) {
-		set_err(err, errlen, "invalid DKIM domain (d=)");
+		errf(err, errlen, "invalid DKIM domain (d=)");
 		return -1;
 	}
 	if (!dns_name_ok(selector)) {
-		set_err(err, errlen, "invalid DKIM selector (s=)");
+		errf(err, errlen, "invalid DKIM selector (s=)");
 		return -1;
 	}
 	if (now < 0) {
-		set_err(err, errlen, "negative signing time");
+		errf(err, errlen, "negative signing time");
 		return -1;
 	}
 	if (msg == NULL && len != 0) {
-		set_err(err, errlen, "no message");
+		errf(err, errlen, "no message");
 		return -1;
 	}
 	if (names == NULL) {
-		set_err(err, errlen, "no header fields to sign");
+		errf(err, errlen, "no header fields to sign");
 		return -1;
 	}
 	bool from = false;
@@ -790,12 +779,12 @@ static int check_sign_args(const struct dkim_key *k, const char *domain, const c
 		const char *s = names[i];
 		size_t n = strlen(s);
 		if (i >= DKIM_MAX_SIGN_HEADERS) {
-			set_err(err, errlen, "more than %d header names to sign",
+			errf(err, errlen, "more than %d header names to sign",
 				DKIM_MAX_SIGN_HEADERS);
 			return -1;
 		}
 		if (n == 0 || n > DKIM_MAX_FIELD_NAME) {
-			set_err(err, errlen, "header name to sign is empty or longer than %d",
+			errf(err, errlen, "header name to sign is empty or longer than %d",
 				DKIM_MAX_FIELD_NAME);
 			return -1;
 		}
@@ -804,14 +793,14 @@ static int check_sign_args(const struct dkim_key *k, const char *domain, const c
 			char c = s[j];
 			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 			      c == '-' || c == '_' || c == '.')) {
-				set_err(err, errlen, "invalid header name to sign");
+				errf(err, errlen, "invalid header name to sign");
 				return -1;
 			}
 		}
 		from |= name_eq(s, n, "From", 4);
 	}
 	if (!from) {
-		set_err(err, errlen, "From is not among the header fields to sign (RFC 6376 5.4)");
+		errf(err, errlen, "From is not among the header fields to sign (RFC 6376 5.4)");
 		return -1;
 	}
 	return 0;
@@ -844,7 +833,7 @@ int dkim_sign(const struct dkim_key *k, const char *domain, const char *selector
 		if (name_eq(h.f[i].p, h.f[i].namelen, "From", 4))
 			nfrom++;
 	if (nfrom != 1) {
-		set_err(err, errlen, "%s From header field (RFC 5322 3.6: exactly one)",
+		errf(err, errlen, "%s From header field (RFC 5322 3.6: exactly one)",
 			nfrom == 0 ? "no" : "more than one");
 		goto done;
 	}
@@ -862,7 +851,7 @@ int dkim_sign(const struct dkim_key *k, const char *domain, const char *selector
 			if (!name_eq(h.f[f].p, h.f[f].namelen, name, nl))
 				continue;
 			if (nh == DKIM_MAX_H_ENTRIES) {
-				set_err(err, errlen, "more than %d header fields to sign",
+				errf(err, errlen, "more than %d header fields to sign",
 					DKIM_MAX_H_ENTRIES);
 				goto done;
 			}
@@ -885,7 +874,7 @@ int dkim_sign(const struct dkim_key *k, const char *domain, const char *selector
 	size_t before = data.len;
 	if (fo.o.err || ds.err || canon_header(field.data, field.len, &ds) < 0 || ds.err ||
 	    data.len < before + 2) {
-		set_err(err, errlen, "internal error building the signed data");
+		errf(err, errlen, "internal error building the signed data");
 		goto done;
 	}
 	truncate_to(&data, data.len - 2);
@@ -900,11 +889,11 @@ int dkim_sign(const struct dkim_key *k, const char *domain, const char *selector
 	fold_base64(&fo, b64);
 	out_puts(&fo.o, "\r\n");
 	if (fo.o.err) {
-		set_err(err, errlen, "internal error building the signature");
+		errf(err, errlen, "internal error building the signature");
 		goto done;
 	}
 	if (buf_append(header_out, field.data, field.len) < 0) {
-		set_err(err, errlen, "DKIM-Signature does not fit the output buffer");
+		errf(err, errlen, "DKIM-Signature does not fit the output buffer");
 		goto done;
 	}
 	rc = 0;

@@ -22,50 +22,6 @@ const char *const tlsrpt_mail_sign_headers[] = {
 	"TLS-Report-Submitter", NULL,
 };
 
-/* A buffer being written; the first failed append sticks. */
-struct part {
-	struct buf b;
-	bool err;
-};
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) SR_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err == NULL || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static void part_init(struct part *p)
-{
-	buf_init(&p->b, 0);
-	p->err = buf_append(&p->b, "", 0) < 0;
-}
-
-static void put(struct part *p, const char *s, size_t n)
-{
-	if (!p->err && buf_append(&p->b, s, n) < 0)
-		p->err = true;
-}
-
-static void puts_(struct part *p, const char *s)
-{
-	put(p, s, strlen(s));
-}
-
-static void printf_(struct part *p, const char *fmt, ...) SR_PRINTF(2, 3);
-static void printf_(struct part *p, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (!p->err && buf_vprintf(&p->b, fmt, ap) < 0)
-		p->err = true;
-	va_end(ap);
-}
-
 /* --- checks --------------------------------------------------------------- */
 
 static bool is_alnum(char c)
@@ -201,16 +157,16 @@ static int check_params(const struct tlsrpt_mail_params *p, char *err, size_t er
 	else if (p->now < 0)
 		what = "time";
 	if (what != NULL) {
-		set_err(err, errlen, "TLS report mail: invalid %s", what);
+		errf(err, errlen, "TLS report mail: invalid %s", what);
 		return -1;
 	}
 	if (p->report == NULL || p->report_len < 2 || p->report[0] != 0x1f ||
 	    p->report[1] != 0x8b) {
-		set_err(err, errlen, "TLS report mail: the report is not gzip data (RPT-21)");
+		errf(err, errlen, "TLS report mail: the report is not gzip data (RPT-21)");
 		return -1;
 	}
 	if (p->report_len > TLSRPT_MAIL_MAX_REPORT) {
-		set_err(err, errlen, "TLS report mail: report larger than %u octets",
+		errf(err, errlen, "TLS report mail: report larger than %u octets",
 			TLSRPT_MAIL_MAX_REPORT);
 		return -1;
 	}
@@ -227,19 +183,19 @@ static void build_text(struct part *p, const char *s)
 		if (*s == '\r' || *s == '\n') {
 			if (*s == '\r' && s[1] == '\n')
 				s++;
-			puts_(p, "\r\n");
+			part_puts(p, "\r\n");
 			col = 0;
 			continue;
 		}
 		if (col == MAX_LINE) {
-			puts_(p, "\r\n");
+			part_puts(p, "\r\n");
 			col = 0;
 		}
-		put(p, s, 1);
+		part_put(p, s, 1);
 		col++;
 	}
 	if (col > 0 || p->b.len == 0)
-		puts_(p, "\r\n");
+		part_puts(p, "\r\n");
 }
 
 static void build_base64(struct part *p, const unsigned char *d, size_t n)
@@ -252,8 +208,8 @@ static void build_base64(struct part *p, const unsigned char *d, size_t n)
 			p->err = true;
 			break;
 		}
-		put(p, line, (size_t)r);
-		puts_(p, "\r\n");
+		part_put(p, line, (size_t)r);
+		part_puts(p, "\r\n");
 		d += k;
 		n -= k;
 	}
@@ -311,19 +267,19 @@ static void put_subject(struct part *m, const struct tlsrpt_mail_params *p)
 	pieces[1] = xasprintf("Submitter: %s", p->submitter);
 	pieces[2] = xasprintf("Report-ID: <%s>", p->report_id);
 	size_t col = strlen("Subject:");
-	puts_(m, "Subject:");
+	part_puts(m, "Subject:");
 	for (size_t i = 0; i < 3; i++) {
 		size_t n = strlen(pieces[i]);
 		if (i > 0 && col + 1 + n > WRAP) {
-			puts_(m, "\r\n");
+			part_puts(m, "\r\n");
 			col = 0;
 		}
-		puts_(m, " ");
-		puts_(m, pieces[i]);
+		part_puts(m, " ");
+		part_puts(m, pieces[i]);
 		col += 1 + n;
 		free(pieces[i]);
 	}
-	puts_(m, "\r\n");
+	part_puts(m, "\r\n");
 }
 
 static int build(const struct tlsrpt_mail_params *p, struct part *m, char *err, size_t errlen)
@@ -331,8 +287,8 @@ static int build(const struct tlsrpt_mail_params *p, struct part *m, char *err, 
 	if (check_params(p, err, errlen) < 0)
 		return -1;
 	struct part parts[2];
-	part_init(&parts[0]);
-	part_init(&parts[1]);
+	part_init(&parts[0], 0);
+	part_init(&parts[1], 0);
 	build_text(&parts[0], p->summary);
 	build_base64(&parts[1], p->report, p->report_len);
 
@@ -340,40 +296,40 @@ static int build(const struct tlsrpt_mail_params *p, struct part *m, char *err, 
 	char seed[MAX_SEED + 1], boundary[MAX_BOUNDARY + 1], date[64];
 	clean_seed(seed, p->seed);
 	if (parts[0].err || parts[1].err) {
-		set_err(err, errlen, "TLS report mail: out of room");
+		errf(err, errlen, "TLS report mail: out of room");
 		goto done;
 	}
 	if (choose_boundary(boundary, sizeof(boundary), seed, p->now, parts, 2) < 0) {
-		set_err(err, errlen, "TLS report mail: no boundary found");
+		errf(err, errlen, "TLS report mail: no boundary found");
 		goto done;
 	}
 	fmt_time_rfc5322(date, sizeof(date), p->now);
-	printf_(m, "From: %s\r\n", p->from);
-	printf_(m, "To: %s\r\n", p->to);
-	printf_(m, "Date: %s\r\n", date);
-	printf_(m, "Message-ID: <tlsrpt.%lld.%s@%s>\r\n", (long long)p->now, seed,
+	part_printf(m, "From: %s\r\n", p->from);
+	part_printf(m, "To: %s\r\n", p->to);
+	part_printf(m, "Date: %s\r\n", date);
+	part_printf(m, "Message-ID: <tlsrpt.%lld.%s@%s>\r\n", (long long)p->now, seed,
 		strrchr(p->from, '@') + 1);
 	put_subject(m, p);
-	printf_(m, "TLS-Report-Domain: %s\r\n", p->policy_domain);
-	printf_(m, "TLS-Report-Submitter: %s\r\n", p->submitter);
-	puts_(m, "Auto-Submitted: auto-generated\r\n");
-	puts_(m, "TLS-Required: No\r\n");
-	puts_(m, "MIME-Version: 1.0\r\n");
-	printf_(m, "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
+	part_printf(m, "TLS-Report-Domain: %s\r\n", p->policy_domain);
+	part_printf(m, "TLS-Report-Submitter: %s\r\n", p->submitter);
+	part_puts(m, "Auto-Submitted: auto-generated\r\n");
+	part_puts(m, "TLS-Required: No\r\n");
+	part_puts(m, "MIME-Version: 1.0\r\n");
+	part_printf(m, "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
 		   " boundary=\"%s\"\r\n", boundary);
-	puts_(m, "\r\nThis is a MIME-encapsulated message: an SMTP TLS report (RFC 8460).\r\n");
-	printf_(m, "\r\n--%s\r\n", boundary);
-	puts_(m, "Content-Type: text/plain; charset=us-ascii\r\n"
+	part_puts(m, "\r\nThis is a MIME-encapsulated message: an SMTP TLS report (RFC 8460).\r\n");
+	part_printf(m, "\r\n--%s\r\n", boundary);
+	part_puts(m, "Content-Type: text/plain; charset=us-ascii\r\n"
 		 "Content-Transfer-Encoding: 7bit\r\n\r\n");
-	put(m, parts[0].b.data, parts[0].b.len);
-	printf_(m, "\r\n--%s\r\n", boundary);
-	puts_(m, "Content-Type: application/tlsrpt+gzip\r\n"
+	part_put(m, parts[0].b.data, parts[0].b.len);
+	part_printf(m, "\r\n--%s\r\n", boundary);
+	part_puts(m, "Content-Type: application/tlsrpt+gzip\r\n"
 		 "Content-Transfer-Encoding: base64\r\n");
-	printf_(m, "Content-Disposition: attachment;\r\n filename=\"%s\"\r\n\r\n", p->filename);
-	put(m, parts[1].b.data, parts[1].b.len);
-	printf_(m, "\r\n--%s--\r\n", boundary);
+	part_printf(m, "Content-Disposition: attachment;\r\n filename=\"%s\"\r\n\r\n", p->filename);
+	part_put(m, parts[1].b.data, parts[1].b.len);
+	part_printf(m, "\r\n--%s--\r\n", boundary);
 	if (m->err) {
-		set_err(err, errlen, "TLS report mail: output buffer full");
+		errf(err, errlen, "TLS report mail: output buffer full");
 		goto done;
 	}
 	rc = 0;
@@ -417,7 +373,7 @@ int tlsrpt_mail_sign(const struct tlsrpt_mail_params *p, const struct dkim_key *
 			out->len = start;
 			out->data[start] = '\0';
 		}
-		set_err(err, errlen, "TLS report mail: output buffer full");
+		errf(err, errlen, "TLS report mail: output buffer full");
 		goto done;
 	}
 	rc = 0;

@@ -7,20 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mta/txtrec.h"
 #include "smtp/parse.h"
 
 #define TLSRPT_VERSION "v=TLSRPTv1"
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) SR_PRINTF(3, 4);
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-{
-	if (why == NULL || whylen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
 
 static bool is_alpha(unsigned char c)
 {
@@ -32,32 +22,11 @@ static bool is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-static bool is_alnum(unsigned char c)
-{
-	return is_alpha(c) || is_digit(c);
-}
-
-static bool is_wsp(unsigned char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-static bool is_name_char(unsigned char c)
-{
-	return is_alnum(c) || c == '_' || c == '-' || c == '.';
-}
-
-/* extension value octet: %x21-3A / %x3C / %x3E-7E */
-static bool is_value_char(unsigned char c)
-{
-	return c >= 0x21 && c <= 0x7e && c != ';' && c != '=';
-}
-
 /* RFC 3986 characters allowed raw in a rua uri: unreserved, gen-delims and
  * sub-delims except "!", "," and ";" (RFC 8460 3), and "%" for escapes. */
 static bool is_uri_char(unsigned char c)
 {
-	return is_alnum(c) || (c != '\0' && strchr("-._~:/?#[]@$&'()*+=%", c) != NULL);
+	return txtrec_is_alnum(c) || (c != '\0' && strchr("-._~:/?#[]@$&'()*+=%", c) != NULL);
 }
 
 static int hexval(unsigned char c)
@@ -71,24 +40,6 @@ static int hexval(unsigned char c)
 	return -1;
 }
 
-static const char *quote_slice(char *dst, size_t dstlen, const char *s, size_t n)
-{
-	char tmp[101];
-	size_t k = n < sizeof(tmp) - 1 ? n : sizeof(tmp) - 1;
-	memcpy(tmp, s, k);
-	tmp[k] = '\0';
-	return str_quote(dst, dstlen, tmp);
-}
-
-static const char *show_char(char *dst, size_t dstlen, unsigned char c)
-{
-	if (c > 0x20 && c < 0x7f)
-		snprintf(dst, dstlen, "'%c'", c);
-	else
-		snprintf(dst, dstlen, "byte 0x%02x", c);
-	return dst;
-}
-
 const char *tlsrpt_rua_kind_name(enum tlsrpt_rua_kind kind)
 {
 	return kind == TLSRPT_RUA_HTTPS ? "https" : "mailto";
@@ -96,13 +47,7 @@ const char *tlsrpt_rua_kind_name(enum tlsrpt_rua_kind kind)
 
 bool tlsrpt_txt_candidate(const char *record)
 {
-	size_t vl = strlen(TLSRPT_VERSION);
-	if (record == NULL || strncmp(record, TLSRPT_VERSION, vl) != 0)
-		return false;
-	const char *p = record + vl;
-	while (is_wsp((unsigned char)*p))
-		p++;
-	return *p == ';' || *p == '\0';
+	return txtrec_candidate(record, TLSRPT_VERSION);
 }
 
 void tlsrpt_record_free(struct tlsrpt_record *r)
@@ -139,8 +84,8 @@ static char *mailto_addr(const char *s, size_t n, char *why, size_t whylen)
 			i += 2;
 		}
 		if (c < 0x21 || c >= 0x7f || c == ',') {
-			set_why(why, whylen, "mailto address %s contains %s",
-				quote_slice(q, sizeof(q), s, end), c == ',' ? "','" :
+			errf(why, whylen, "mailto address %s contains %s",
+				txtrec_quote(q, sizeof(q), s, end), c == ',' ? "','" :
 				"a control, space or non-ASCII octet");
 			goto fail;
 		}
@@ -149,7 +94,7 @@ static char *mailto_addr(const char *s, size_t n, char *why, size_t whylen)
 	path[o++] = '>';
 	path[o] = '\0';
 	if (o == 2 || path[1] == '@') {
-		set_why(why, whylen, "mailto uri without an address");
+		errf(why, whylen, "mailto uri without an address");
 		goto fail;
 	}
 	char *p = path;
@@ -157,7 +102,7 @@ static char *mailto_addr(const char *s, size_t n, char *why, size_t whylen)
 	const char *detail = NULL;
 	if (smtp_parse_path(&p, &sp, &detail) != SMTP_PARSE_OK || *p != '\0' ||
 	    sp.addr != path + 1 || *sp.domain == '\0' || sp.domain[0] == '[') {
-		set_why(why, whylen, "mailto address %s: %s", quote_slice(q, sizeof(q), s, end),
+		errf(why, whylen, "mailto address %s: %s", txtrec_quote(q, sizeof(q), s, end),
 			detail ? detail : "not a mailbox with a domain name");
 		goto fail;
 	}
@@ -188,12 +133,12 @@ static int add_uri(struct tlsrpt_record *out, const char *u, size_t n, char *why
 	size_t sl = 0;
 	if (n > 0 && is_alpha((unsigned char)u[0])) {
 		sl = 1;
-		while (sl < n && (is_alnum((unsigned char)u[sl]) || u[sl] == '+' || u[sl] == '-' ||
+		while (sl < n && (txtrec_is_alnum((unsigned char)u[sl]) || u[sl] == '+' || u[sl] == '-' ||
 				  u[sl] == '.'))
 			sl++;
 	}
 	if (sl == 0 || sl == n || u[sl] != ':') {
-		set_why(why, whylen, "uri %s has no scheme", quote_slice(q, sizeof(q), u, n));
+		errf(why, whylen, "uri %s has no scheme", txtrec_quote(q, sizeof(q), u, n));
 		return -1;
 	}
 	const char *rest = u + sl + 1;
@@ -208,8 +153,8 @@ static int add_uri(struct tlsrpt_record *out, const char *u, size_t n, char *why
 	} else if (sl == 5 && strncasecmp(u, "https", 5) == 0) {
 		kind = TLSRPT_RUA_HTTPS;
 		if (!https_ok(rest, rn)) {
-			set_why(why, whylen, "https uri %s has no host",
-				quote_slice(q, sizeof(q), u, n));
+			errf(why, whylen, "https uri %s has no host",
+				txtrec_quote(q, sizeof(q), u, n));
 			return -1;
 		}
 	} else {
@@ -235,129 +180,84 @@ static int parse_rua(const char **pp, struct tlsrpt_record *out, char *why, size
 	const char *p = *pp;
 	for (;;) {
 		const char *u = p;
-		while (*p != '\0' && *p != ';' && *p != ',' && !is_wsp((unsigned char)*p)) {
+		while (*p != '\0' && *p != ';' && *p != ',' && !txtrec_is_wsp((unsigned char)*p)) {
 			unsigned char ch = (unsigned char)*p;
 			if (ch == '!') {
-				set_why(why, whylen, "raw '!' in a rua uri");
+				errf(why, whylen, "raw '!' in a rua uri");
 				return -1;
 			}
 			if (!is_uri_char(ch)) {
-				set_why(why, whylen, "rua uri contains %s",
-					show_char(c, sizeof(c), ch));
+				errf(why, whylen, "rua uri contains %s",
+					txtrec_show_char(c, sizeof(c), ch));
 				return -1;
 			}
 			if (ch == '%' && (hexval((unsigned char)p[1]) < 0 ||
 					  hexval((unsigned char)p[2]) < 0)) {
-				set_why(why, whylen, "bad %%-escape in a rua uri");
+				errf(why, whylen, "bad %%-escape in a rua uri");
 				return -1;
 			}
 			p++;
 		}
 		size_t n = (size_t)(p - u);
 		if (n == 0) {
-			set_why(why, whylen, "empty uri in rua");
+			errf(why, whylen, "empty uri in rua");
 			return -1;
 		}
 		if (n > TLSRPT_URI_MAX) {
-			set_why(why, whylen, "rua uri longer than %d", TLSRPT_URI_MAX);
+			errf(why, whylen, "rua uri longer than %d", TLSRPT_URI_MAX);
 			return -1;
 		}
 		if (add_uri(out, u, n, why, whylen) < 0)
 			return -1;
 		const char *after = p;
-		while (is_wsp((unsigned char)*p))
+		while (txtrec_is_wsp((unsigned char)*p))
 			p++;
 		if (*p != ',') {
 			*pp = after;
 			return 0;
 		}
 		p++;
-		while (is_wsp((unsigned char)*p))
+		while (txtrec_is_wsp((unsigned char)*p))
 			p++;
 	}
 }
 
 int tlsrpt_record_parse(const char *record, struct tlsrpt_record *out, char *why, size_t whylen)
 {
-	char q[64], c[16];
 	memset(out, 0, sizeof(*out));
-	set_why(why, whylen, "%s", "");
-	size_t vl = strlen(TLSRPT_VERSION);
-	if (record == NULL || strncmp(record, TLSRPT_VERSION, vl) != 0) {
-		set_why(why, whylen, "does not start with %s", TLSRPT_VERSION);
+	errf(why, whylen, "%s", "");
+	struct txtrec it;
+	if (txtrec_start(&it, record, TLSRPT_VERSION, why, whylen) < 0)
 		return -1;
-	}
-	const char *p = record + vl;
 	bool have_rua = false;
-	for (;;) {
-		while (is_wsp((unsigned char)*p))
-			p++;
-		if (*p == '\0')
-			break;
-		if (*p != ';') {
-			set_why(why, whylen, "%s where ';' or the end was expected",
-				show_char(c, sizeof(c), (unsigned char)*p));
-			goto fail;
-		}
-		p++;
-		while (is_wsp((unsigned char)*p))
-			p++;
-		if (*p == '\0')
-			break; /* trailing ";" */
-
-		const char *name = p;
-		if (*p == ';') {
-			set_why(why, whylen, "empty field");
-			goto fail;
-		}
-		if (!is_alnum((unsigned char)*p)) {
-			set_why(why, whylen, "field name starts with %s",
-				show_char(c, sizeof(c), (unsigned char)*p));
-			goto fail;
-		}
-		while (is_name_char((unsigned char)*p))
-			p++;
-		size_t nlen = (size_t)(p - name);
-		if (*p != '=') {
-			set_why(why, whylen, "field %s has no '='", quote_slice(q, sizeof(q), name, nlen));
-			goto fail;
-		}
-		if (nlen > 32) {
-			set_why(why, whylen, "field name %s longer than 32",
-				quote_slice(q, sizeof(q), name, nlen));
-			goto fail;
-		}
-		p++;
+	const char *name;
+	size_t nlen;
+	int rc;
+	while ((rc = txtrec_next(&it, &name, &nlen, why, whylen)) == 1) {
 		if (nlen == 3 && memcmp(name, "rua", 3) == 0) {
 			if (have_rua) {
-				set_why(why, whylen, "duplicate rua");
+				errf(why, whylen, "duplicate rua");
 				goto fail;
 			}
 			have_rua = true;
-			if (parse_rua(&p, out, why, whylen) < 0)
+			if (parse_rua(&it.p, out, why, whylen) < 0)
 				goto fail;
 			continue;
 		}
-		const char *value = p;
-		while (is_value_char((unsigned char)*p))
-			p++;
-		if (*p != '\0' && *p != ';' && !is_wsp((unsigned char)*p)) {
-			set_why(why, whylen, "field value contains %s",
-				show_char(c, sizeof(c), (unsigned char)*p));
+		const char *value;
+		size_t vlen;
+		if (txtrec_value(&it, &value, &vlen, "field value", why, whylen) < 0)
 			goto fail;
-		}
-		if (p == value) {
-			set_why(why, whylen, "empty field value");
-			goto fail;
-		}
 		/* an extension: ignored */
 	}
+	if (rc < 0)
+		goto fail;
 	if (!have_rua) {
-		set_why(why, whylen, "missing rua");
+		errf(why, whylen, "missing rua");
 		goto fail;
 	}
 	if (out->nrua == 0) {
-		set_why(why, whylen, "no mailto: or https: uri in rua");
+		errf(why, whylen, "no mailto: or https: uri in rua");
 		goto fail;
 	}
 	return 0;
@@ -369,21 +269,16 @@ fail:
 enum tlsrpt_txt_result tlsrpt_txt_select(const struct strlist *records, struct tlsrpt_record *out,
 					 char *why, size_t whylen)
 {
-	size_t found = 0, which = 0;
+	size_t which;
 	memset(out, 0, sizeof(*out));
-	set_why(why, whylen, "%s", "");
-	for (size_t i = 0; records != NULL && i < records->n; i++) {
-		if (tlsrpt_txt_candidate(records->v[i])) {
-			if (found++ == 0)
-				which = i;
-		}
-	}
+	errf(why, whylen, "%s", "");
+	size_t found = txtrec_count(records, TLSRPT_VERSION, &which);
 	if (found == 0) {
-		set_why(why, whylen, "no %s record", TLSRPT_VERSION);
+		errf(why, whylen, "no %s record", TLSRPT_VERSION);
 		return TLSRPT_TXT_NONE;
 	}
 	if (found > 1) {
-		set_why(why, whylen, "%zu %s records", found, TLSRPT_VERSION);
+		errf(why, whylen, "%zu %s records", found, TLSRPT_VERSION);
 		return TLSRPT_TXT_MULTIPLE;
 	}
 	if (tlsrpt_record_parse(records->v[which], out, why, whylen) < 0)
