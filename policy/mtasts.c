@@ -527,7 +527,8 @@ int mtasts_new(struct mtasts **out, uv_loop_t *loop, const struct config *cfg,
 	uv_timer_init(loop, &m->refresh);
 	m->refresh.data = m;
 	if (store != NULL)
-		uv_timer_start(&m->refresh, on_refresh_timer, 60 * 1000, STS_REFRESH_INTERVAL * 1000);
+		/* soon after start (a restart catches up), then hourly */
+		uv_timer_start(&m->refresh, on_refresh_timer, 10 * 1000, STS_REFRESH_INTERVAL * 1000);
 	*out = m;
 	return 0;
 }
