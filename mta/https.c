@@ -421,6 +421,9 @@ static void socket_action(struct https_client *c, curl_socket_t fd, int flags)
 	if (mc != CURLM_OK)
 		log_error("https", "curl_multi_socket_action: %s", curl_multi_strerror(mc));
 	drain_info(c);
+	/* curl leaves OpenSSL errors of failed handshakes in this thread's
+	 * queue; our SMTP sessions share the thread (smtp/tls.c clears too). */
+	ERR_clear_error();
 }
 
 /* --- curl's socket and timer callbacks ---------------------------------------------- */

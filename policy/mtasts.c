@@ -252,12 +252,14 @@ static void deliver(struct discovery *d)
 		e->used_dirty = true;
 	}
 	if (d->failure_type[0] != '\0') {
-		/* STS-20: a failing refresh of a "none" policy is no news */
+		/* STS-20, STS-60: a failing refresh while a "none" policy is
+		 * cached is no news: neither logged nor reported */
 		bool quiet = use && e->pol.mode == STS_MODE_NONE;
-		if (!quiet)
+		if (!quiet) {
 			log_warn("mta-sts", "domain=%s %s: %s; %s", e->domain, d->failure_type, d->failure,
 				 use ? "keeping the cached policy" : "no policy applies");
-		record_failure(m, e, d);
+			record_failure(m, e, d);
+		}
 	}
 	log_debug("mta-sts", "domain=%s txt=%s policy=%s mode=%s source=%s", e->domain, d->txt_desc,
 		  use ? e->id : "-", sts_mode_name(res.mode), res.source);

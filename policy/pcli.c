@@ -168,8 +168,9 @@ static void probe_job_done(void *arg, struct delivery_job *job)
 	job_free(job);
 }
 
-static void probe_failed(void *arg, const struct verdict *v)
+static void probe_failed(void *arg, const struct verdict *v, enum sts_mode sts)
 {
+	(void)sts;
 	struct probe *p = arg;
 	if (!p->have_facts)
 		snprintf(p->error, sizeof(p->error), "%s", v->reason);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mta/log.h"
+#include "policy/sts.h"
 #include "queue/delivery.h"
 #include "smtp/client.h"
 
@@ -263,7 +264,7 @@ static void on_job_done(void *arg, struct delivery_job *job)
  * into the same wall (which is what happened before: a tight reconnect loop
  * that never recorded a deferral).
  */
-static void on_failed(void *arg, const struct verdict *v)
+static void on_failed(void *arg, const struct verdict *v, enum sts_mode sts)
 {
 	struct session *se = arg;
 	struct scheduler *s = se->s;
@@ -273,9 +274,9 @@ static void on_failed(void *arg, const struct verdict *v)
 		enum rcpt_outcome o = v->permanent ? RCPT_BOUNCED : RCPT_DEFERRED;
 		for (size_t i = 0; i < job->nrcpts; i++) {
 			char to[300], reason[300];
-			log_info("delivery", "id=%s to=<%s> dest=%s requiretls=%s status=%s dsn=%s reason=%s",
+			log_info("delivery", "id=%s to=<%s> dest=%s sts=%s requiretls=%s status=%s dsn=%s reason=%s",
 				 job->msg->id, str_quote(to, sizeof(to), job->rcpts[i].address),
-				 d->cd.label, requiretls_log(job->msg),
+				 d->cd.label, sts_mode_name(sts), requiretls_log(job->msg),
 				 o == RCPT_BOUNCED ? "bounced" : "deferred", v->status,
 				 str_quote(reason, sizeof(reason), v->reason));
 		}

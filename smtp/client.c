@@ -11,6 +11,7 @@
 #include "mta/netaddr.h"
 #include "policy/mtasts.h"
 #include "policy/nexthop.h"
+#include "policy/sts.h"
 #include "smtp/data.h"
 #include "smtp/reply.h"
 #include "smtp/tls.h"
@@ -327,9 +328,7 @@ static void log_outcomes(struct smtp_client *c, const struct delivery_job *job)
 		log_info("delivery", "id=%s to=<%s> dest=%s mx=%s ip=%s %s sts=%s requiretls=%s attempts=%u delay=%.2fs status=%s dsn=%s reply=%s",
 			 job->msg->id, str_quote(to, sizeof(to), r->address), c->p.dest->label,
 			 c->mx_host, c->mx_ip, tls,
-			 c->req.sts == STS_MODE_ENFORCE   ? "enforce"
-			 : c->req.sts == STS_MODE_TESTING ? "testing"
-								  : "none",
+			 sts_mode_name(c->req.sts),
 			 requiretls_log(job->msg), r->attempts + 1, delay, status,
 			 r->status, str_quote(reply, sizeof(reply), r->reply));
 	}
@@ -1204,7 +1203,7 @@ static void next_address(struct smtp_client *c)
 	if (!c->closing_session) {
 		struct verdict v;
 		decide_exhausted(&c->req, c->verdicts, c->nverdicts, &v);
-		c->p.ops.failed(c->p.arg, &v);
+		c->p.ops.failed(c->p.arg, &v, c->req.sts);
 	}
 	c->closing_session = true;
 	session_end(c);
@@ -1244,7 +1243,7 @@ static void fail_destination(struct smtp_client *c, const struct verdict *v)
 	log_info("delivery", "dest=%s requiretls=%s not delivered: %s (%s)", c->p.dest->label,
 		 c->req.requiretls ? "yes" : "no", v->reason, v->status);
 	set_state(c, CS_DONE);
-	c->p.ops.failed(c->p.arg, v);
+	c->p.ops.failed(c->p.arg, v, c->req.sts);
 	c->closing_session = true;
 	session_end(c);
 }
@@ -1363,8 +1362,7 @@ static void on_policy(void *arg, const struct sts_result *res)
 		c->req.sts_mx = &c->sts_mx;
 	}
 	log_debug("delivery", "dest=%s mta-sts mode=%s id=%s source=%s", c->p.dest->label,
-		  c->req.sts == STS_MODE_ENFORCE ? "enforce" : c->req.sts == STS_MODE_TESTING ? "testing" : "none",
-		  res->id, res->source);
+		  sts_mode_name(c->req.sts), res->id, res->source);
 	resolve(c);
 }
 

@@ -63,7 +63,8 @@ struct client_facts {
 struct client_ops {
 	struct delivery_job *(*next_job)(void *arg);
 	void (*job_done)(void *arg, struct delivery_job *job);
-	void (*failed)(void *arg, const struct verdict *v);
+	/* sts: the MTA-STS mode that applied, for the log lines */
+	void (*failed)(void *arg, const struct verdict *v, enum sts_mode sts);
 	void (*closed)(void *arg);
 	/* optional: called as each connection ends */
 	void (*conn_done)(void *arg, const struct client_facts *f);

@@ -163,10 +163,17 @@ static enum tls_status ssl_status(struct tls_conn *t, int r, const char *what)
 	}
 }
 
+/*
+ * OpenSSL's error queue is per thread, and SSL_get_error() reads it: an
+ * error another user of OpenSSL left behind (libcurl after a failed
+ * handshake, say) would make a healthy session look broken. So every SSL
+ * call below starts with an empty queue.
+ */
 enum tls_status tls_handshake(struct tls_conn *t)
 {
 	if (t->done)
 		return TLS_OK;
+	ERR_clear_error();
 	int r = SSL_do_handshake(t->ssl);
 	if (r == 1) {
 		t->done = true;
@@ -179,6 +186,7 @@ enum tls_status tls_read(struct tls_conn *t, struct buf *out)
 {
 	char tmp[16384];
 	for (;;) {
+		ERR_clear_error();
 		int r = SSL_read(t->ssl, tmp, sizeof(tmp));
 		if (r > 0) {
 			if (buf_append(out, tmp, (size_t)r) < 0) {
@@ -196,6 +204,7 @@ enum tls_status tls_write(struct tls_conn *t, const void *data, size_t len)
 	if (len == 0)
 		return TLS_OK;
 	/* Memory BIOs never block, so SSL_write takes everything at once. */
+	ERR_clear_error();
 	int r = SSL_write(t->ssl, data, (int)len);
 	if (r == (int)len)
 		return TLS_OK;
@@ -217,6 +226,7 @@ size_t tls_take_output(struct tls_conn *t, struct buf *out)
 
 void tls_shutdown(struct tls_conn *t)
 {
+	ERR_clear_error();
 	if (t->ssl != NULL && t->done)
 		(void)SSL_shutdown(t->ssl);
 	ERR_clear_error();
