@@ -412,9 +412,11 @@ static void on_txt(void *arg, const struct dns_result *res)
 		deliver(d);
 		return;
 	}
-	/* STS-17: a failing id is not fetched again within the back-off. */
+	/* STS-17: a failing id is not fetched again within the back-off; the
+	 * policy is unknown for now, not absent (REQUIRETLS defers on that). */
 	if (!d->force && strcmp(e->failed_id, d->txt_id) == 0 &&
 	    now - e->failed_at < STS_FETCH_BACKOFF) {
+		d->temporary = true;
 		deliver(d);
 		return;
 	}

@@ -91,7 +91,9 @@ static void decide(struct preflight_check *c)
 			break;
 		}
 	}
-	if (!c->sts_done)
+	/* Wait for both answers (or the budget), so a null MX or a missing
+	 * domain is named as such rather than as "no policy". */
+	if (!c->sts_done || !c->nh_done)
 		return;
 	if (!c->have_policy) {
 		if (c->temporary)
@@ -108,8 +110,6 @@ static void decide(struct preflight_check *c)
 		finish(c, true, true, why);
 		return;
 	}
-	if (!c->nh_done)
-		return;
 	if (c->nh_status != NH_OK) {
 		finish(c, true, false, "MX hosts unknown for now");
 		return;

@@ -349,13 +349,22 @@ int sendcli_main(int argc, char **argv)
 	const char *ehlo = host_name;
 	bool starttls = false, requiretls = false, verify = false;
 	long timeout = 30;
-	struct strlist to = { 0 }, extra = { 0 }, params = { 0 };
+	struct strlist to = { 0 }, extra = { 0 }, params = { 0 }, headers = { 0 };
+	struct hostport hp = { 0 };
+	struct buf msg, wire;
+	buf_init(&msg, 0);
+	buf_init(&wire, 0);
+	char *body = NULL;
+	struct conn c = { .fd = -1 };
+	buf_init(&c.in, 0);
+	int rc = EXIT_USAGE;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		bool has_value = i + 1 < argc;
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			fputs(sendcli_help, stdout);
-			return EXIT_OK;
+			rc = EXIT_OK;
+			goto out;
 		} else if (strcmp(a, "--starttls") == 0 || strcmp(a, "--tls") == 0) {
 			starttls = true;
 		} else if (strcmp(a, "--requiretls") == 0) {
@@ -363,7 +372,8 @@ int sendcli_main(int argc, char **argv)
 		} else if (strcmp(a, "--verify") == 0) {
 			verify = true;
 		} else if (!has_value) {
-			return cli_usage_error("send", "%s needs a value (or is unknown)", a);
+			rc = cli_usage_error("send", "%s needs a value (or is unknown)", a);
+			goto out;
 		} else if (strcmp(a, "--server") == 0 || strcmp(a, "-s") == 0) {
 			server = argv[++i];
 		} else if (strcmp(a, "--from") == 0 || strcmp(a, "-f") == 0) {
@@ -384,22 +394,24 @@ int sendcli_main(int argc, char **argv)
 			tls_name = argv[++i];
 		} else if (strcmp(a, "--timeout") == 0) {
 			timeout = strtol(argv[++i], NULL, 10);
-			if (timeout <= 0 || timeout > 3600)
-				return cli_usage_error("send", "--timeout must be 1..3600 seconds");
+			if (timeout <= 0 || timeout > 3600) {
+				rc = cli_usage_error("send", "--timeout must be 1..3600 seconds");
+				goto out;
+			}
 		} else {
-			return cli_usage_error("send", "unknown option \"%s\"", a);
+			rc = cli_usage_error("send", "unknown option \"%s\"", a);
+			goto out;
 		}
 	}
 	if (from == NULL || to.n == 0) {
-		strlist_free(&to);
-		strlist_free(&extra);
-		strlist_free(&params);
-		return cli_usage_error("send", "--from and --to are required");
+		rc = cli_usage_error("send", "--from and --to are required");
+		goto out;
 	}
-	struct hostport hp;
 	char err[256];
-	if (hostport_parse(&hp, server, 25, err, sizeof(err)) < 0)
-		return cli_usage_error("send", "--server: %s", err);
+	if (hostport_parse(&hp, server, 25, err, sizeof(err)) < 0) {
+		rc = cli_usage_error("send", "--server: %s", err);
+		goto out;
+	}
 	char port[8];
 	snprintf(port, sizeof(port), "%u", hp.port);
 
@@ -407,7 +419,6 @@ int sendcli_main(int argc, char **argv)
 	char date[64], msgid[128];
 	fmt_time_rfc5322(date, sizeof(date), now_unix());
 	snprintf(msgid, sizeof(msgid), "<%lld.%u@%s>", (long long)now_unix(), random_u32(), ehlo);
-	struct strlist headers = { 0 };
 	char line[1024];
 	snprintf(line, sizeof(line), "Date: %s", date);
 	strlist_add(&headers, line);
@@ -422,24 +433,21 @@ int sendcli_main(int argc, char **argv)
 	strlist_add(&headers, "X-Mailer: strictrelay send " STRICTRELAY_VERSION);
 	for (size_t i = 0; i < extra.n; i++)
 		header_set(&headers, extra.v[i]);
-	char *body = body_file ? read_file(body_file) : xstrdup("This is a test mailing\n");
+	body = body_file ? read_file(body_file) : xstrdup("This is a test mailing\n");
 	if (body == NULL) {
 		fprintf(stderr, "strictrelay: send: --body %s: %s\n", body_file, strerror(errno));
-		return EXIT_RUNTIME;
+		rc = EXIT_RUNTIME;
+		goto out;
 	}
-	struct buf msg, wire;
-	buf_init(&msg, 0);
-	buf_init(&wire, 0);
 	for (size_t i = 0; i < headers.n; i++)
 		buf_printf(&msg, "%s\r\n", headers.v[i]);
 	buf_puts(&msg, "\r\n");
 	buf_puts(&msg, body);
 	smtp_data_stuff(msg.data, msg.len, &wire);
 
-	struct conn c = { .fd = -1, .timeout_ms = (int)timeout * 1000 };
-	buf_init(&c.in, 0);
+	c.timeout_ms = (int)timeout * 1000;
 	smtp_reply_init(&c.rp);
-	int rc = SEND_EXIT_CONNECT;
+	rc = SEND_EXIT_CONNECT;
 	int code;
 	if (dial(&c, hp.host, port) < 0)
 		goto out;

@@ -372,7 +372,8 @@ static void enqueue(struct conn *c)
 	char from[300], flags[128];
 	msg_flags_format(m->flags, flags, sizeof(flags));
 	log_info("smtpd", "id=%s client=%s from=<%s> nrcpt=%zu size=%zu tls=%s requiretls=%s flags=%s status=queued",
-		 m->id, c->peer, str_quote(from, sizeof(from), m->sender), m->rcpts.n, m->body_len,
+		 m->id, c->peer, m->sender[0] ? str_quote(from, sizeof(from), m->sender) : "",
+		 m->rcpts.n, m->body_len,
 		 c->sess.tls ? "yes" : "no",
 		 m->sender[0] == '\0' ? "no"
 		 : (m->flags & MSG_REQUIRETLS) ? "yes source=param"
@@ -616,6 +617,8 @@ int smtp_server_start(struct smtp_server **out, uv_loop_t *loop,
 	char rerr[256];
 	if (rtls_rules_parse(&srv->rtls_rules, &cfg->requiretls.require_for, rerr, sizeof(rerr)) < 0)
 		panic("require_for passed validation but does not parse: %s", rerr);
+	if (srv->rtls_rules.users.n > 0)
+		log_warn("smtpd", "[requiretls] require_for has user: items, which match only SMTP AUTH users; this relay has no SMTP AUTH yet, so they never match");
 	srv->queued = params->queued;
 	srv->queued_arg = params->queued_arg;
 	if (params->tls_ctx != NULL) {

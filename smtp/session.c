@@ -398,7 +398,7 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 	if (!s->client_trusted && !accepted_domain(s, cmd->path.domain)) {
 		char from[300], to[300];
 		log_warn("smtpd", "id=%s client=%s relay denied from=<%s> to=<%s>", s->qid,
-			 s->client_addr, str_quote(from, sizeof(from), s->sender),
+			 s->client_addr, s->sender[0] ? str_quote(from, sizeof(from), s->sender) : "",
 			 str_quote(to, sizeof(to), cmd->path.addr));
 		reply(out, "554 5.7.1 <%s>: Relay access denied", cmd->path.addr);
 		return SMTP_ACT_NONE;
@@ -666,7 +666,8 @@ static enum smtp_action refuse_message(struct smtp_session *s, struct buf *out, 
 {
 	char from[300];
 	log_warn("smtpd", "id=%s client=%s message refused from=<%s> size=%llu reason=%s", s->qid,
-		 s->client_addr, str_quote(from, sizeof(from), s->sender ? s->sender : ""),
+		 s->client_addr,
+		 s->sender && s->sender[0] ? str_quote(from, sizeof(from), s->sender) : "",
 		 (unsigned long long)s->data.size, why);
 	va_list ap;
 	va_start(ap, fmt);
