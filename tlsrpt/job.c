@@ -17,7 +17,8 @@
 #include "tlsrpt/report.h"
 
 #define HTTPS_TIMEOUT_MS 60000
-#define CHECK_INTERVAL_MS (3600 * 1000)
+/* Often enough for the first HTTPS retry (10 min); the check is cheap. */
+#define CHECK_INTERVAL_MS (600 * 1000)
 #define FIRST_CHECK_MS 5000
 
 /* HTTPS retries: after 10 min, 30 min, 1 h, 2 h, 4 h, 8 h (RPT-28). */
@@ -1102,6 +1103,8 @@ struct tlsrpt_daemon *tlsrpt_daemon_start(const struct tlsrpt_env *env)
 {
 	struct tlsrpt_daemon *d = xcalloc(1, sizeof(*d));
 	d->env = *env;
+	if (env->dkim == NULL)
+		log_warn("tlsrpt", "[tlsrpt] dkim_domain, dkim_selector and dkim_key are not set: reports sent by mail go out unsigned, and receivers must ignore unsigned reports (RFC 8460 3); reports over HTTPS are not affected");
 	uv_timer_init(env->loop, &d->timer);
 	d->timer.data = d;
 	uv_timer_start(&d->timer, on_timer, FIRST_CHECK_MS, CHECK_INTERVAL_MS);

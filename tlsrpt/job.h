@@ -73,7 +73,7 @@ typedef void tlsrpt_done_cb(void *arg, const struct tlsrpt_summary *s);
 int tlsrpt_run_day(const struct tlsrpt_env *env, int64_t day, const struct tlsrpt_opts *opts,
 		   tlsrpt_done_cb *done, void *arg, char *err, size_t errlen);
 
-/* The daemon's part: checks every hour (and soon after start) for days
+/* The daemon's part: checks every 10 minutes (and soon after start) for days
  * whose reports are due (after a random delay of at most [tlsrpt]
  * max_delay past midnight), catches up on missed days, retries HTTPS
  * deliveries and purges data older than [tlsrpt] retention. */
