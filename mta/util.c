@@ -177,6 +177,23 @@ void buf_free(struct buf *b)
 	b->cap = 0;
 }
 
+bool buf_contains(const struct buf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || b->data == NULL)
+		return false;
+	const char *h = b->data, *end = b->data + b->len;
+	while ((size_t)(end - h) >= n) {
+		const char *c = memchr(h, s[0], (size_t)(end - h) - n + 1);
+		if (c == NULL)
+			return false;
+		if (memcmp(c, s, n) == 0)
+			return true;
+		h = c + 1;
+	}
+	return false;
+}
+
 char *buf_steal(struct buf *b, size_t *len)
 {
 	char *p = b->data;

@@ -54,6 +54,8 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap) SR_PRINTF(2, 0);
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
+/* Does s (non-empty) occur anywhere in b? (memmem is a GNU extension.) */
+bool buf_contains(const struct buf *b, const char *s);
 /* Hands the storage to the caller (never NULL; "" for an empty buffer) and resets b. */
 char *buf_steal(struct buf *b, size_t *len);
 

@@ -150,13 +150,7 @@ static int bind_save(struct store_tx *tx, const struct save_op *op, char *err, s
 		sqlite3_bind_int64(st, 7, op->expires);
 		sqlite3_bind_int64(st, 8, op->last_used);
 	}
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		snprintf(err, errlen, "%s", sqlite3_errmsg(store_tx_db(tx)));
-		return -1;
-	}
-	return 0;
+	return store_tx_step_done(tx, st, err, errlen);
 }
 
 static int save_exec(struct store_tx *tx, void *data, char *err, size_t errlen)

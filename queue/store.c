@@ -530,7 +530,7 @@ static const char sql_insert_rcpt[] =
 static const char sql_insert_event[] =
 	"INSERT INTO events (message_id, time, kind, recipient, detail) VALUES (?, ?, ?, ?, ?)";
 
-static int step_done(struct store_tx *tx, sqlite3_stmt *st, char *err, size_t errlen)
+int store_tx_step_done(struct store_tx *tx, sqlite3_stmt *st, char *err, size_t errlen)
 {
 	if (st == NULL) {
 		snprintf(err, errlen, "prepare failed: %s", sqlite3_errmsg(tx->db));
@@ -563,7 +563,7 @@ int store_exec_enqueue(struct store_tx *tx, const struct queued_message *m, char
 		sqlite3_bind_text(st, 10, m->ret ? m->ret : "", -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 11, m->envid ? m->envid : "", -1, SQLITE_STATIC);
 	}
-	if (step_done(tx, st, err, errlen) < 0)
+	if (store_tx_step_done(tx, st, err, errlen) < 0)
 		return -1;
 
 	st = store_tx_stmt(tx, sql_insert_body);
@@ -571,7 +571,7 @@ int store_exec_enqueue(struct store_tx *tx, const struct queued_message *m, char
 		sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 		sqlite3_bind_blob64(st, 2, m->body, m->body_len, SQLITE_STATIC);
 	}
-	if (step_done(tx, st, err, errlen) < 0)
+	if (store_tx_step_done(tx, st, err, errlen) < 0)
 		return -1;
 
 	for (size_t i = 0; i < m->rcpts.n; i++) {
@@ -588,7 +588,7 @@ int store_exec_enqueue(struct store_tx *tx, const struct queued_message *m, char
 			sqlite3_bind_text(st, 5, i < m->notify.n ? m->notify.v[i] : "", -1, SQLITE_STATIC);
 			sqlite3_bind_text(st, 6, i < m->orcpt.n ? m->orcpt.v[i] : "", -1, SQLITE_STATIC);
 		}
-		int rc = step_done(tx, st, err, errlen);
+		int rc = store_tx_step_done(tx, st, err, errlen);
 		free(domain);
 		if (rc < 0)
 			return -1;
@@ -606,7 +606,7 @@ int store_exec_enqueue(struct store_tx *tx, const struct queued_message *m, char
 		sqlite3_bind_text(st, 4, "", -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 5, detail, -1, SQLITE_TRANSIENT);
 	}
-	return step_done(tx, st, err, errlen);
+	return store_tx_step_done(tx, st, err, errlen);
 }
 
 struct enqueue_req {

@@ -40,6 +40,9 @@ struct store;
 struct store_tx;
 sqlite3_stmt *store_tx_stmt(struct store_tx *tx, const char *sql);
 sqlite3 *store_tx_db(struct store_tx *tx);
+/* Runs a write statement (st from store_tx_stmt; NULL means its prepare
+ * failed) once and resets it: 0 on SQLITE_DONE, else -1 with SQLite's message. */
+int store_tx_step_done(struct store_tx *tx, sqlite3_stmt *st, char *err, size_t errlen);
 
 typedef int (*store_exec_fn)(struct store_tx *tx, void *data, char *err, size_t errlen);
 /* status: 0 committed, -1 failed (error says why). */

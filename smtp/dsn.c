@@ -408,22 +408,6 @@ static void keep_chars(char *dst, size_t max, const char *s, const char *set)
 	dst[o] = '\0';
 }
 
-/* Does s occur anywhere in the part? (memmem is a GNU extension.) */
-static bool occurs(const struct part *p, const char *s)
-{
-	size_t n = strlen(s);
-	const char *h = p->b.data, *end = p->b.data + p->b.len;
-	while (n > 0 && (size_t)(end - h) >= n) {
-		const char *c = memchr(h, s[0], (size_t)(end - h) - n + 1);
-		if (c == NULL)
-			return false;
-		if (memcmp(c, s, n) == 0)
-			return true;
-		h = c + 1;
-	}
-	return false;
-}
-
 static int choose_boundary(char *dst, size_t dstlen, const struct dsn_params *prm,
 			   struct part *parts, size_t nparts)
 {
@@ -438,7 +422,7 @@ static int choose_boundary(char *dst, size_t dstlen, const struct dsn_params *pr
 			snprintf(dst, dstlen, "%s.%d", base, t);
 		bool clash = false;
 		for (size_t i = 0; i < nparts && !clash; i++)
-			clash = occurs(&parts[i], dst);
+			clash = buf_contains(&parts[i].b, dst);
 		if (!clash)
 			return 0;
 	}

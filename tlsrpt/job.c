@@ -233,21 +233,6 @@ struct save_op {
 	int64_t report_rowid;         /* out */
 };
 
-static int exec_sql_step(struct store_tx *tx, sqlite3_stmt *st, char *err, size_t errlen)
-{
-	if (st == NULL) {
-		snprintf(err, errlen, "%s", sqlite3_errmsg(store_tx_db(tx)));
-		return -1;
-	}
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		snprintf(err, errlen, "%s", sqlite3_errmsg(store_tx_db(tx)));
-		return -1;
-	}
-	return 0;
-}
-
 static const char sql_ins_report[] =
 	"INSERT INTO tlsrpt_reports (day, policy_domain, report_id, filename, created, report, state,"
 	" detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
@@ -270,7 +255,7 @@ static int save_exec(struct store_tx *tx, void *data, char *err, size_t errlen)
 		sqlite3_bind_text(st, 7, op->state, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 8, op->detail, -1, SQLITE_STATIC);
 	}
-	if (exec_sql_step(tx, st, err, errlen) < 0)
+	if (store_tx_step_done(tx, st, err, errlen) < 0)
 		return -1;
 	op->report_rowid = sqlite3_last_insert_rowid(store_tx_db(tx));
 	for (size_t i = 0; i < op->ndv; i++) {
@@ -288,7 +273,7 @@ static int save_exec(struct store_tx *tx, void *data, char *err, size_t errlen)
 			sqlite3_bind_int64(st, 5, now);
 			sqlite3_bind_text(st, 6, op->mail[i] ? op->mail[i]->id : "", -1, SQLITE_STATIC);
 		}
-		if (exec_sql_step(tx, st, err, errlen) < 0)
+		if (store_tx_step_done(tx, st, err, errlen) < 0)
 			return -1;
 		op->rowids[i] = sqlite3_last_insert_rowid(store_tx_db(tx));
 	}
@@ -344,12 +329,12 @@ static int update_exec(struct store_tx *tx, void *data, char *err, size_t errlen
 		sqlite3_bind_text(st, 3, op->result, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 4, op->next_attempt);
 	}
-	if (exec_sql_step(tx, st, err, errlen) < 0)
+	if (store_tx_step_done(tx, st, err, errlen) < 0)
 		return -1;
 	st = store_tx_stmt(tx, sql_rep);
 	if (st != NULL)
 		sqlite3_bind_int64(st, 1, op->report);
-	return exec_sql_step(tx, st, err, errlen);
+	return store_tx_step_done(tx, st, err, errlen);
 }
 
 static void update_done(void *arg, int status, const char *error)

@@ -215,22 +215,6 @@ static void build_base64(struct part *p, const unsigned char *d, size_t n)
 	}
 }
 
-/* Does s occur in the part? */
-static bool occurs(const struct part *p, const char *s)
-{
-	size_t n = strlen(s);
-	const char *h = p->b.data, *end = p->b.data + p->b.len;
-	while (n > 0 && (size_t)(end - h) >= n) {
-		const char *c = memchr(h, s[0], (size_t)(end - h) - n + 1);
-		if (c == NULL)
-			return false;
-		if (memcmp(c, s, n) == 0)
-			return true;
-		h = c + 1;
-	}
-	return false;
-}
-
 static void clean_seed(char *dst, const char *seed)
 {
 	size_t o = 0;
@@ -252,7 +236,7 @@ static int choose_boundary(char *dst, size_t dstlen, const char *seed, int64_t n
 			snprintf(dst, dstlen, "=_tlsrpt.%s.%lld.%d", seed, (long long)now, t);
 		bool clash = false;
 		for (size_t i = 0; i < nparts && !clash; i++)
-			clash = occurs(&parts[i], dst);
+			clash = buf_contains(&parts[i].b, dst);
 		if (!clash)
 			return 0;
 	}

@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-import unittest
 
 SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
-from lab import Lab  # noqa: E402
+import lab as labmod  # noqa: E402
+from lab import Lab, LabCase  # noqa: E402
 
 QID_RE = r"[0-9A-HJKMNP-TV-Z]{12}"
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
@@ -32,11 +32,8 @@ def log_tail(relay, lines=40):
     return "\n".join("    | " + x for x in text)
 
 
-class RelayCase(unittest.TestCase):
+class RelayCase(LabCase):
     """One Lab per class (DNS only: nothing here delivers), one relay per test."""
-
-    lab = None
-    lab_failed = False
 
     @classmethod
     def setUpClass(cls):
@@ -46,19 +43,6 @@ class RelayCase(unittest.TestCase):
         except BaseException:
             cls.lab.close(failed=True)
             raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.close(failed=cls.lab_failed)
-            cls.lab = None
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        out = super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            type(self).lab_failed = True
-        return out
 
     # -- the relay under test ---------------------------------------------------
     @property
@@ -234,14 +218,7 @@ def parse_queue_show(text):
 
 
 def wait_for(pred, timeout=5.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
-        time.sleep(interval)
+    return labmod.wait_for(pred, timeout, interval, what)
 
 
 def connect_refused(ip, port):

@@ -36,7 +36,7 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
     os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
-from lab import Lab, LabError  # noqa: E402
+from lab import Lab, LabCase, LabError, wait_for  # noqa: E402
 
 QID = r"[0-9A-Z]{12}"
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
@@ -86,17 +86,6 @@ def split_first_header(data):
     return data[:end], data[end:]
 
 
-def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
-        time.sleep(interval)
-
-
 def max_overlap(sessions):
     """The largest number of MX sessions open at the same time."""
     points = []
@@ -110,11 +99,10 @@ def max_overlap(sessions):
     return best
 
 
-class DeliveryTest(unittest.TestCase):
+class DeliveryTest(LabCase):
     """One lab for the whole file; one or more relays per test."""
 
-    lab = None
-    lab_failed = False
+    timing_label = "delivery"
 
     @classmethod
     def setUpClass(cls):
@@ -234,21 +222,6 @@ class DeliveryTest(unittest.TestCase):
         "c-other.test": "certificate-not-trusted",
         "c-plain.test": "starttls-not-supported",
     }
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.close(failed=cls.lab_failed)
-            cls.lab = None
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        t0 = time.monotonic()
-        out = super().run(result)
-        sys.stderr.write("delivery: %s took %.1f s\n" % (self._testMethodName, time.monotonic() - t0))
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            type(self).lab_failed = True
-        return out
 
     # -- relays --------------------------------------------------------------------
     def relay(self, **config):

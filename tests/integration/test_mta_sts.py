@@ -145,7 +145,7 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
     os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
-from lab import Lab  # noqa: E402
+from lab import Lab, LabCase, wait_for  # noqa: E402
 
 QID = r"[0-9A-Z]{12}"
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
@@ -219,17 +219,6 @@ def message_id(data):
     return m.group(1).decode() if m else None
 
 
-def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
-        time.sleep(interval)
-
-
 def policy_mx_lines(text):
     out = []
     for line in text.replace("\r\n", "\n").split("\n"):
@@ -239,11 +228,10 @@ def policy_mx_lines(text):
     return out
 
 
-class MtaStsTest(unittest.TestCase):
+class MtaStsTest(LabCase):
     """One lab for the whole file; one or more relays per test."""
 
-    lab = None
-    lab_failed = False
+    timing_label = "mta_sts"
     xcheck_rows = []        # (domain, step, reference, strictrelay, note)
 
     # domain -> (reference verdict, why) where the two differ on purpose
@@ -438,18 +426,7 @@ class MtaStsTest(unittest.TestCase):
             for row in cls.xcheck_rows:
                 out.append("  %-16s %-12s %-44s %-44s %s" % row)
             sys.stderr.write("\n".join(out) + "\n")
-        if cls.lab is not None:
-            cls.lab.close(failed=cls.lab_failed)
-            cls.lab = None
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        t0 = time.monotonic()
-        out = super().run(result)
-        sys.stderr.write("mta_sts: %s took %.1f s\n" % (self._testMethodName, time.monotonic() - t0))
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            type(self).lab_failed = True
-        return out
+        super().tearDownClass()
 
     # -- relays --------------------------------------------------------------------
     def relay(self, **config):

@@ -47,7 +47,7 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lab import Lab  # noqa: E402
+from lab import Lab, LabCase, wait_for  # noqa: E402
 from relaycase import SANITIZER_RE, parse_queue_list, parse_queue_show  # noqa: E402
 
 BIN = os.environ.get("STRICTRELAY_BIN") or os.path.join(SRCDIR, "build", "strictrelay")
@@ -75,17 +75,6 @@ def log_tail(relay, lines=40):
     return "\n".join("    | " + x for x in relay.log_text().splitlines()[-lines:])
 
 
-def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
-        time.sleep(interval)
-
-
 def unfold(v):
     return re.sub(r"\s+", " ", str(v)).strip()
 
@@ -94,9 +83,8 @@ def verbs(cmds):
     return [c.split(" ", 1)[0].split(":", 1)[0].upper() for c in cmds]
 
 
-class RequireTLSTest(unittest.TestCase):
-    lab = None
-    lab_failed = False
+class RequireTLSTest(LabCase):
+    timing_label = "requiretls"
     pf = None
 
     # ------------------------------------------------------------------ the lab
@@ -193,21 +181,6 @@ class RequireTLSTest(unittest.TestCase):
         mx.add("mx1.fetchfail.test", requiretls=True)
         dns.mx("fetchfail.test", "mx1.fetchfail.test")
         lab.mta_sts("fetchfail.test", policy={"status": 404, "body": "not here"})
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.close(failed=cls.lab_failed)
-            cls.lab = None
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        t0 = time.monotonic()
-        out = super().run(result)
-        sys.stderr.write("requiretls: %s took %.1f s\n" % (self._testMethodName, time.monotonic() - t0))
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            type(self).lab_failed = True
-        return out
 
     # ------------------------------------------------------------------ relays
     def relay(self, **config):

@@ -36,7 +36,8 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relaycase import QID_RE, SANITIZER_RE, log_tail, parse_queue_list, parse_queue_show  # noqa: E402
-from lab import Lab, LabError  # noqa: E402
+import lab as labmod  # noqa: E402
+from lab import Lab, LabCase, LabError  # noqa: E402
 
 SENDER = "sender@bounce.test"          # bounces go to bounce.hop.test (MX of bounce.test)
 
@@ -49,14 +50,7 @@ def body(subject, text="hello\r\n", extra_headers=b""):
 
 
 def wait_for(pred, timeout=15.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
-        time.sleep(interval)
+    return labmod.wait_for(pred, timeout, interval, what)
 
 
 def split_message(data):
@@ -278,9 +272,7 @@ class ScriptedMX:
                 pass
 
 
-class RoutesProtocol(unittest.TestCase):
-    lab = None
-    lab_failed = False
+class RoutesProtocol(LabCase):
     scripted = {}
 
     # ------------------------------------------------------------------ the lab
@@ -434,16 +426,7 @@ class RoutesProtocol(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls._close_scripted()
-        if cls.lab is not None:
-            cls.lab.close(failed=cls.lab_failed)
-            cls.lab = None
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        out = super().run(result)
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            type(self).lab_failed = True
-        return out
+        super().tearDownClass()
 
     # ------------------------------------------------------------------ relays
     def relay(self, **config):

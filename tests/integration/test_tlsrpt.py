@@ -87,7 +87,7 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
     os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
-from lab import Lab  # noqa: E402
+from lab import Lab, LabCase, wait_for  # noqa: E402
 
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
                           r"SUMMARY: (Address|Undefined|Leak)")
@@ -164,16 +164,6 @@ VERIFY_STRICT = (
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
-        time.sleep(interval)
 
 
 def day_text(day0):
@@ -299,13 +289,12 @@ def parse_dkim_tags(value):
 # the tests
 # ---------------------------------------------------------------------------
 
-class TlsrptTest(unittest.TestCase):
+class TlsrptTest(LabCase):
     """One lab for the whole file; each test has its own relay (own state
     directory, so its own tls_sessions) and its own domains."""
 
     maxDiff = None
-    lab = None
-    lab_failed = False
+    timing_label = "tlsrpt"
     example = None          # (file name, pretty JSON) of one real report, for test_06
 
     @classmethod
@@ -446,21 +435,6 @@ class TlsrptTest(unittest.TestCase):
             subprocess.run(["openssl", "genpkey"] + args + ["-out", path], check=True,
                            capture_output=True)
             os.chmod(path, 0o644)
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.close(failed=cls.lab_failed)
-            cls.lab = None
-
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result is not None else 0
-        t0 = time.monotonic()
-        out = super().run(result)
-        sys.stderr.write("tlsrpt: %s took %.1f s\n" % (self._testMethodName, time.monotonic() - t0))
-        if result is not None and len(result.failures) + len(result.errors) > before:
-            type(self).lab_failed = True
-        return out
 
     # -- relays and the CLI ----------------------------------------------------------
     def relay(self, start=True, **config):

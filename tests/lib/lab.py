@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 
 LIB_DIR = os.path.dirname(os.path.abspath(__file__))
 SRC_DIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname(LIB_DIR))
@@ -54,7 +55,7 @@ FAULT_DNS_PORT = 5354
 HTTPS_PORT = 8443
 BACKEND_PORT = 8080
 
-__all__ = ["Lab", "LabError", "CA", "RawClient"]
+__all__ = ["Lab", "LabError", "CA", "RawClient", "LabCase", "wait_for"]
 
 
 class LabError(Exception):
@@ -158,6 +159,47 @@ def is_listening(ip, port, proto="tcp"):
     ip = str(ipaddress.ip_address(ip))
     return any(p == proto and (i == ip or i in ("0.0.0.0", "::")) and po == port
                for p, i, po in listeners())
+
+
+def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
+    """Polls pred() until it returns something true, and returns that; an
+    AssertionError naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("%s not met within %.1f s" % (what, timeout))
+        time.sleep(interval)
+
+
+class LabCase(unittest.TestCase):
+    """A TestCase whose class owns one Lab (cls.lab, made by the subclass's
+    setUpClass). tearDownClass closes it, keeping its files when any test
+    of the class failed. With timing_label set, each test's duration goes
+    to stderr as "LABEL: test_name took N s"."""
+
+    lab = None
+    lab_failed = False
+    timing_label = None
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.lab is not None:
+            cls.lab.close(failed=cls.lab_failed)
+            cls.lab = None
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result is not None else 0
+        t0 = time.monotonic()
+        out = super().run(result)
+        if self.timing_label:
+            sys.stderr.write("%s: %s took %.1f s\n" % (self.timing_label, self._testMethodName,
+                                                        time.monotonic() - t0))
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            type(self).lab_failed = True
+        return out
 
 
 class Proc:

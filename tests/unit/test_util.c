@@ -74,6 +74,22 @@ static void test_buf_basic(void)
 	buf_free(&b);
 }
 
+static void test_buf_contains(void)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	CHECK(!buf_contains(&b, "x"));          /* no storage yet */
+	/* NULs in the data do not end the search; a match at the very end counts. */
+	CHECK_INT(buf_append(&b, "ab\0--=_b1\0=_b12", 15), 0);
+	CHECK(buf_contains(&b, "=_b1"));
+	CHECK(buf_contains(&b, "=_b12"));
+	CHECK(buf_contains(&b, "a"));
+	CHECK(!buf_contains(&b, "=_b123"));    /* longer than what is left */
+	CHECK(!buf_contains(&b, "b2"));
+	CHECK(!buf_contains(&b, ""));
+	buf_free(&b);
+}
+
 static void test_buf_cap(void)
 {
 	struct buf b;
@@ -326,6 +342,7 @@ int main(void)
 {
 	RUN(test_alloc);
 	RUN(test_buf_basic);
+	RUN(test_buf_contains);
 	RUN(test_buf_cap);
 	RUN(test_buf_steal);
 	RUN(test_strlist);
