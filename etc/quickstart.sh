@@ -20,4 +20,12 @@ if [ ! -f var/tls/cert.pem ]; then
 	chmod 600 var/tls/key.pem
 fi
 build/strictrelay -c etc/strictrelay.conf check-config >/dev/null
+# The relay refuses to keep running as root unless told to: this quickstart
+# serves from the source tree (which may sit in /root, where an unprivileged
+# user could not reach ./var), so as root it says so explicitly. An installed
+# relay (etc/install.sh) runs as its own user instead ([server] user).
+if [ "$(id -u)" = 0 ] && [ -z "${STRICTRELAY_SERVER_USER:-}" ]; then
+	echo "quickstart: running the relay as root from the source tree (STRICTRELAY_SERVER_RUN_AS_ROOT=yes)" >&2
+	export STRICTRELAY_SERVER_RUN_AS_ROOT=yes
+fi
 exec build/strictrelay -c etc/strictrelay.conf serve

@@ -11,6 +11,8 @@
 #include "mta/log.h"
 #include "policy/pcli.h"
 #include "queue/qcli.h"
+#include "queue/sendmail.h"
+#include "smtp/passwdcli.h"
 #include "smtp/sendcli.h"
 #include "tlsrpt/tcli.h"
 
@@ -45,6 +47,10 @@ static const char main_help[] =
 	"                    (default yesterday); serve does this daily by itself\n"
 	"    send            send one test message and print the transcript (like swaks,\n"
 	"                    but it can add REQUIRETLS to MAIL FROM)\n"
+	"    passwd USER     read a password and print a users_file line for SMTP AUTH\n"
+	"    sendmail [-t] [-i] [-f SENDER] [RECIPIENT...]\n"
+	"                    queue a message from standard input (sendmail compatible;\n"
+	"                    also as a link named sendmail)\n"
 	"    version         print the version\n"
 	"\n"
 	"    Run `strictrelay COMMAND --help` for a command's own options.\n"
@@ -67,7 +73,8 @@ static const char main_help[] =
 	"\n"
 	"FILES\n"
 	"    " CONFIG_DEFAULT_PATH "\n"
-	"        The configuration; see etc/strictrelay.conf for every key.\n"
+	"        The configuration; every key is explained in the installed example\n"
+	"        (strictrelay.conf.example next to it) and in strictrelay(8).\n"
 	"    STATE_DIR/queue.db\n"
 	"        The queue (SQLite, WAL). Back up with `sqlite3 queue.db .backup`.\n"
 	"\n"
@@ -99,12 +106,30 @@ static const char serve_help[] =
 	"    MX, its address, TLS version and cipher, whether the certificate was\n"
 	"    verified and for which name, and status=sent|deferred|bounced.\n"
 	"\n"
+	"    submission_listen (STARTTLS) and submission_tls_listen (implicit TLS)\n"
+	"    add listeners where clients must authenticate (AUTH PLAIN or LOGIN,\n"
+	"    inside TLS only, against [auth] users_file) and may then relay from\n"
+	"    anywhere. Failed attempts per client address are limited ([auth]\n"
+	"    max_failures within failure_window, then 421 4.7.0).\n"
+	"\n"
+	"PRIVILEGES\n"
+	"    Started as root, the relay reads its certificate, key and users file and\n"
+	"    binds its ports, then becomes [server] user (state_dir is created for\n"
+	"    and given to that user if needed). Without user it refuses to keep\n"
+	"    running as root unless run_as_root = yes.\n"
+	"\n"
 	"SIGNALS\n"
 	"    SIGTERM, SIGINT  stop accepting, let open transactions finish (at most\n"
 	"                     10 s), then exit 0. A second signal closes at once.\n"
 	"                     Acknowledged mail is never lost: it is on disk before\n"
 	"                     the 250 reply.\n"
-	"    SIGHUP           reserved for configuration reload (not yet implemented).\n";
+	"    SIGHUP           read the configuration again, reload the certificate\n"
+	"                     and the users file; new connections, commands and\n"
+	"                     deliveries use them, open ones are not interrupted.\n"
+	"                     An invalid file changes nothing (the log says why).\n"
+	"                     Listen addresses, user, state_dir, DNS servers,\n"
+	"                     ca_file, [mta_sts] enabled, [tlsrpt] and [metrics]\n"
+	"                     need a restart (the log lists such changes).\n";
 
 static const char check_help[] =
 	"NAME\n"
@@ -209,12 +234,20 @@ static int run_send(const struct config *cfg, int argc, char **argv)
 	return sendcli_main(argc, argv);
 }
 
+static int run_passwd(const struct config *cfg, int argc, char **argv)
+{
+	(void)cfg;
+	return passwdcli_main(argc, argv);
+}
+
 static const struct command commands[] = {
 	{ "serve", serve_help, true, run_serve },
 	{ "check-config", check_help, true, run_check },
 	{ "queue", queue_help, true, qcli_main },
 	{ "policy", policy_help, true, pcli_main },
 	{ "send", sendcli_help, false, run_send },
+	{ "passwd", passwdcli_help, false, run_passwd },
+	{ "sendmail", sendmail_help, true, sendmail_command },
 	{ "tlsrpt", tcli_help, true, tcli_main },
 	{ "version", NULL, false, run_version },
 };

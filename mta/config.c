@@ -16,6 +16,7 @@
  * ("FILE:LINE: max_connections: " or "environment VAR: ").
  */
 #include "config.h"
+#include "mta/log.h"
 #include "policy/requiretls.h"
 
 #include <arpa/inet.h>
@@ -123,9 +124,18 @@ static const struct key_def keys[] = {
 	  DUR_RANGE },
 	{ SEC_SERVER, "submission_listen", KT_HOSTPORT_LIST, OFF(server.submission_listen),
 	  OFF(server.nsubmission_listen), "", .port = 587, .flags = KF_IP_ONLY },
+	{ SEC_SERVER, "submission_tls_listen", KT_HOSTPORT_LIST, OFF(server.submission_tls_listen),
+	  OFF(server.nsubmission_tls_listen), "", .port = 465, .flags = KF_IP_ONLY },
 	{ SEC_SERVER, "accept_domains", KT_STRLIST, OFF(server.accept_domains), .def = "",
 	  .flags = KF_DOMAINS },
+	{ SEC_SERVER, "sender_domains", KT_STRLIST, OFF(server.sender_domains), .def = "",
+	  .flags = KF_DOMAINS },
+	{ SEC_SERVER, "max_connections_per_client", KT_UINT,
+	  OFF(server.max_connections_per_client), .def = "50", .min = 1, .max = 1000000 },
+	{ SEC_SERVER, "max_messages_per_minute", KT_UINT, OFF(server.max_messages_per_minute),
+	  .def = "0", .min = 0, .max = 10000000 },
 	{ SEC_SERVER, "user", KT_STRING, OFF(server.user), .def = "" },
+	{ SEC_SERVER, "run_as_root", KT_BOOL, OFF(server.run_as_root), .def = "no" },
 	{ SEC_SERVER, "bare_newline", KT_ENUM, OFF(server.bare_newline), .def = "reject",
 	  .names = bare_newline_names },
 	/* [queue] */
@@ -151,6 +161,10 @@ static const struct key_def keys[] = {
 	{ SEC_DELIVERY, "require_tls", KT_BOOL, OFF(delivery.require_tls), .def = "no" },
 	/* [auth] */
 	{ SEC_AUTH, "users_file", KT_PATH, OFF(auth.users_file), .def = "" },
+	{ SEC_AUTH, "max_failures", KT_UINT, OFF(auth.max_failures), .def = "5", .min = 1,
+	  .max = 1000 },
+	{ SEC_AUTH, "failure_window", KT_DURATION, OFF(auth.failure_window), .def = "10m",
+	  DUR_RANGE },
 	/* [requiretls] */
 	{ SEC_REQUIRETLS, "preflight", KT_BOOL, OFF(requiretls.preflight), .def = "yes" },
 	{ SEC_REQUIRETLS, "require_for", KT_STRLIST, OFF(requiretls.require_for), .def = "" },
@@ -179,6 +193,7 @@ static const struct key_def keys[] = {
 	  .flags = KF_IP_ONLY },
 	/* [log] */
 	{ SEC_LOG, "format", KT_ENUM, OFF(log.format), .def = "text", .names = log_format_names },
+	{ SEC_LOG, "syslog", KT_BOOL, OFF(log.syslog), .def = "no" },
 };
 
 #define NKEYS SR_ARRAY_LEN(keys)
@@ -1470,6 +1485,18 @@ static int validate_server(const struct config *cfg, char *err, size_t errlen)
 	if (str_set(s->tls_key) && !str_set(s->tls_cert))
 		return verr(cfg, err, errlen, "server", "tls_key",
 			    "tls_key is set but tls_cert is not");
+	/* AUTH only ever happens inside TLS, against the users file. */
+	const char *sub = s->nsubmission_listen ? "submission_listen"
+			  : s->nsubmission_tls_listen ? "submission_tls_listen" : NULL;
+	if (sub != NULL && !str_set(s->tls_cert))
+		return verr(cfg, err, errlen, "server", sub,
+			    "%s needs tls_cert and tls_key (AUTH is offered only inside TLS)", sub);
+	if (sub != NULL && !str_set(cfg->auth.users_file))
+		return verr(cfg, err, errlen, "server", sub,
+			    "%s needs [auth] users_file (clients there must authenticate)", sub);
+	if (s->user != NULL && strchr(s->user, ':') != NULL)
+		return verr(cfg, err, errlen, "server", "user", "user \"%s\" is not a user name",
+			    s->user);
 	return 0;
 }
 
@@ -1615,13 +1642,15 @@ int config_load(struct config *cfg, const char *path, char *const *envp, char *e
 /* "# from FILE:LINE", "# from environment VAR" or "# default". */
 static void print_line(FILE *out, const char *text, const char *where)
 {
-	if (strcmp(where, "default") == 0)
+	if (where == NULL)
+		fprintf(out, "%s\n", text);
+	else if (strcmp(where, "default") == 0)
 		fprintf(out, "%-39s # default\n", text);
 	else
 		fprintf(out, "%-39s # from %s\n", text, where);
 }
 
-static void print_routes(const struct config *cfg, FILE *out)
+static void print_routes(const struct config *cfg, FILE *out, bool origins)
 {
 	struct buf line;
 	char where[512];
@@ -1634,32 +1663,85 @@ static void print_routes(const struct config *cfg, FILE *out)
 		buf_printf(&line, " tls=%s", tls_level_name(r->tls));
 		if (r->verify_name != NULL)
 			buf_printf(&line, " verify_name=%s", r->verify_name);
-		print_line(out, line.data, route_where(cfg, r, where, sizeof(where)));
+		print_line(out, line.data,
+			   origins ? route_where(cfg, r, where, sizeof(where)) : NULL);
+	}
+	buf_free(&line);
+}
+
+/* One section's "key = value" lines, with "# from FILE:LINE" when origins. */
+static void print_section(const struct config *cfg, int s, FILE *out, bool origins)
+{
+	if (s == SEC_ROUTES) {
+		print_routes(cfg, out, origins);
+		return;
+	}
+	struct buf line;
+	buf_init(&line, 0);
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key_def *k = &keys[i];
+		if ((int)k->section != s)
+			continue;
+		buf_reset(&line);
+		buf_printf(&line, "%s = ", k->name);
+		format_value(cfg, k, &line);
+		print_line(out, line.data,
+			   origins ? config_origin(cfg, section_names[s], k->name) : NULL);
 	}
 	buf_free(&line);
 }
 
 void config_print(const struct config *cfg, FILE *out)
 {
-	struct buf line;
-	buf_init(&line, 0);
 	fprintf(out, "# strictrelay effective configuration%s%s\n", cfg->path ? ": " : "",
 		cfg->path ? cfg->path : "");
 	for (int s = 0; s < SEC_COUNT; s++) {
 		fprintf(out, "%s[%s]\n", s > 0 ? "\n" : "", section_names[s]);
-		if (s == SEC_ROUTES) {
-			print_routes(cfg, out);
-			continue;
-		}
-		for (size_t i = 0; i < NKEYS; i++) {
-			const struct key_def *k = &keys[i];
-			if ((int)k->section != s)
-				continue;
-			buf_reset(&line);
-			buf_printf(&line, "%s = ", k->name);
-			format_value(cfg, k, &line);
-			print_line(out, line.data, config_origin(cfg, section_names[s], k->name));
+		print_section(cfg, s, out, true);
+	}
+}
+
+static char *routes_text(const struct config *cfg)
+{
+	char *t = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&t, &len);
+	if (f == NULL)
+		panic("out of memory");
+	print_routes(cfg, f, false);
+	fclose(f);
+	return t;
+}
+
+size_t config_changed_keys(const struct config *a, const struct config *b,
+			   char names[][CONFIG_KEY_NAME_MAX], size_t max)
+{
+	size_t n = 0;
+	struct buf va, vb;
+	buf_init(&va, 0);
+	buf_init(&vb, 0);
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key_def *k = &keys[i];
+		buf_reset(&va);
+		buf_reset(&vb);
+		format_value(a, k, &va);
+		format_value(b, k, &vb);
+		if (va.len != vb.len || (va.len > 0 && memcmp(va.data, vb.data, va.len) != 0)) {
+			if (n < max)
+				snprintf(names[n], CONFIG_KEY_NAME_MAX, "%s.%s",
+					 section_names[k->section], k->name);
+			n++;
 		}
 	}
-	buf_free(&line);
+	buf_free(&va);
+	buf_free(&vb);
+	char *ra = routes_text(a), *rb = routes_text(b);
+	if (strcmp(ra, rb) != 0) {
+		if (n < max)
+			snprintf(names[n], CONFIG_KEY_NAME_MAX, "routes");
+		n++;
+	}
+	free(ra);
+	free(rb);
+	return n < max ? n : max;
 }

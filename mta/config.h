@@ -82,10 +82,16 @@ struct config_server {
 	unsigned max_recipients;        /* per message; default 1000 */
 	int64_t command_timeout;        /* seconds; default 5m (RFC 5321 4.5.3.2.7) */
 	int64_t data_timeout;           /* seconds without a byte inside DATA; default 10m */
-	struct hostport *submission_listen; /* issue 7; parsed, not yet served */
+	struct hostport *submission_listen; /* AUTH required, after STARTTLS; default none */
 	size_t nsubmission_listen;
+	struct hostport *submission_tls_listen; /* implicit TLS (port 465); default none */
+	size_t nsubmission_tls_listen;
 	struct strlist accept_domains;  /* lower case */
+	struct strlist sender_domains;  /* unauthenticated relay senders; empty = any */
+	unsigned max_connections_per_client; /* per client IP; default 50 */
+	unsigned max_messages_per_minute;    /* per client IP; 0 = no limit */
 	char *user;                     /* "" = do not drop privileges */
+	bool run_as_root;               /* allow serving as root after start; default no */
 	enum bare_newline_policy bare_newline; /* default reject */
 };
 
@@ -109,7 +115,9 @@ struct config_delivery {
 };
 
 struct config_auth {
-	char *users_file;               /* issue 7 */
+	char *users_file;               /* user:hash lines; "" = no AUTH */
+	unsigned max_failures;          /* per client IP within failure_window; default 5 */
+	int64_t failure_window;         /* seconds; default 10m */
 };
 
 struct config_requiretls {
@@ -142,6 +150,7 @@ struct config_metrics {
 
 struct config_log {
 	enum log_format format;         /* text | json */
+	bool syslog;                    /* also send log lines to syslog (mail facility) */
 };
 
 /* Where a key got its value: "FILE:LINE", "environment VAR" or "default". */
@@ -202,6 +211,14 @@ int config_check_files(const struct config *cfg, char *err, size_t errlen);
 
 /* Prints the effective configuration in the file format, with origins as comments. */
 void config_print(const struct config *cfg, FILE *out);
+
+#define CONFIG_KEY_NAME_MAX 64
+
+/* The keys ("server.listen", ...; "routes" for the whole [routes] section)
+ * whose effective values differ between a and b, into names (at most max);
+ * returns how many were stored. */
+size_t config_changed_keys(const struct config *a, const struct config *b,
+			   char names[][CONFIG_KEY_NAME_MAX], size_t max);
 
 /* "FILE:LINE", "environment VAR" or "default" for section.key. */
 const char *config_origin(const struct config *cfg, const char *section, const char *key);

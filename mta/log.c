@@ -5,11 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static enum log_format log_format = LOG_FORMAT_TEXT;
 static bool log_debug_on = false;
+static bool log_syslog_on = false;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
@@ -17,6 +19,15 @@ void log_setup(enum log_format format, bool debug)
 {
 	log_format = format;
 	log_debug_on = debug;
+}
+
+void log_set_syslog(bool on)
+{
+	if (on && !log_syslog_on)
+		openlog("strictrelay", LOG_PID | LOG_NDELAY, LOG_MAIL);
+	else if (!on && log_syslog_on)
+		closelog();
+	log_syslog_on = on;
 }
 
 bool log_debug_enabled(void)
@@ -141,6 +152,11 @@ void log_vmsg(enum log_level level, const char *component, const char *fmt, va_l
 	else
 		buf_printf(&line, "%s %s %s: %s\n", ts, level_names[level], component,
 			   text.data ? text.data : "");
+	if (log_syslog_on) {
+		/* syslog adds its own time stamp and program name. */
+		static const int prio[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };
+		syslog(prio[level], "%s: %s", component, text.data ? text.data : "");
+	}
 	/* One write per line keeps lines whole when threads log concurrently. */
 	size_t off = 0;
 	while (off < line.len) {

@@ -28,6 +28,8 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 void log_setup(enum log_format format, bool debug);
 bool log_debug_enabled(void);
+/* Also send every line to syslog (facility mail, tag strictrelay). */
+void log_set_syslog(bool on);
 
 void log_msg(enum log_level level, const char *component, const char *fmt, ...) SR_PRINTF(3, 4);
 void log_vmsg(enum log_level level, const char *component, const char *fmt, va_list ap)

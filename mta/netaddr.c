@@ -2,6 +2,7 @@
 #include "netaddr.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,4 +249,35 @@ void sockaddr_format(const struct sockaddr *sa, char *ip, size_t iplen, uint16_t
 		if (port)
 			*port = 0;
 	}
+}
+
+int hostport_sockaddr(const struct hostport *hp, struct sockaddr_storage *ss, char *err,
+		      size_t errlen)
+{
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, hp->host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(hp->port);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, hp->host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(hp->port);
+		return 0;
+	}
+	/* A host name: resolved once at start-up, where blocking is fine. */
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res;
+	char port[8];
+	snprintf(port, sizeof(port), "%u", hp->port);
+	int r = getaddrinfo(hp->host, port, &hints, &res);
+	if (r != 0) {
+		snprintf(err, errlen, "%s: %s", hp->host, gai_strerror(r));
+		return -1;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
 }

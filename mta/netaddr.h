@@ -56,4 +56,9 @@ void hostport_format(const struct hostport *hp, char *dst, size_t dstlen);
 /* "1.2.3.4" / "::1" (RFC 5952 via inet_ntop) and port of a sockaddr. */
 void sockaddr_format(const struct sockaddr *sa, char *ip, size_t iplen, uint16_t *port);
 
+/* The address to bind for hp: an IP literal, or a name resolved with
+ * getaddrinfo (blocking: for start-up only). 0, or -1 with err. */
+int hostport_sockaddr(const struct hostport *hp, struct sockaddr_storage *ss, char *err,
+		      size_t errlen);
+
 #endif

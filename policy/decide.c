@@ -92,8 +92,10 @@ void decide_mx(const struct delivery_req *req, const char *mx_host, struct verdi
 			return;
 		}
 	}
-	verdict_set(v, DECIDE_NEXT_MX, req->requiretls, req->requiretls ? "5.7.30" : "4.7.5",
-	     "MX %s does not match the MTA-STS policy of the domain", mx_host);
+	bool permanent = req->requiretls && !req->sts_stale;
+	verdict_set(v, DECIDE_NEXT_MX, permanent, permanent ? "5.7.30" : "4.7.5",
+	     "MX %s does not match the MTA-STS policy of the domain%s", mx_host,
+	     req->sts_stale ? " (cached; a newer policy could not be fetched)" : "");
 }
 
 void decide_ehlo(const struct mx_needs *n, bool starttls_offered, struct verdict *v)

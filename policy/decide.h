@@ -39,6 +39,10 @@ struct delivery_req {
 	bool tls_required_no;      /* "TLS-Required: No": MTA-STS failures are ignored */
 	enum sts_mode sts;         /* the MTA-STS policy in force for the domain */
 	const struct strlist *sts_mx; /* its mx patterns (enforce/testing) */
+	/* DNS announces a newer policy that could not be fetched: the cached one
+	 * still applies, but an MX it does not name may be in the new one, so
+	 * that mismatch is temporary, also for REQUIRETLS (RFC 8461 5.1). */
+	bool sts_stale;
 };
 
 /* How strictly one MX must be approached; derived from the request. */

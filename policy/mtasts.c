@@ -7,6 +7,7 @@
 
 #include "mta/https.h"
 #include "mta/log.h"
+#include "mta/metrics.h"
 #include "policy/resolver.h"
 #include "policy/sts.h"
 #include "queue/delivery.h"
@@ -238,6 +239,7 @@ static void deliver(struct discovery *d)
 		.source = !use ? "none" : d->fresh ? "fetched" : "cache",
 		.txt = d->txt_desc,
 		.temporary = !use && (d->temporary || d->failure_type[0] != '\0'),
+		.stale = use && !d->fresh && d->txt_id[0] != '\0' && strcmp(e->id, d->txt_id) != 0,
 		.failure_type = d->failure_type,
 		.failure = d->failure,
 	};
@@ -245,6 +247,8 @@ static void deliver(struct discovery *d)
 		e->last_used = now;
 		e->used_dirty = true;
 	}
+	if (use && !d->fresh)
+		metrics_count(METRICS_STS_CACHE_HITS);
 	if (d->failure_type[0] != '\0') {
 		/* STS-20, STS-60: a failing refresh while a "none" policy is
 		 * cached is no news: neither logged nor reported */
@@ -273,6 +277,7 @@ static void failure(struct discovery *d, const char *type, const char *fmt, ...)
 static void failure(struct discovery *d, const char *type, const char *fmt, ...)
 {
 	snprintf(d->failure_type, sizeof(d->failure_type), "%s", type);
+	metrics_count(METRICS_STS_FETCH_FAILURES);
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(d->failure, sizeof(d->failure), fmt, ap);
@@ -356,6 +361,7 @@ static void fetch(struct discovery *d)
 		.timeout_ms = (unsigned)(m->cfg->mta_sts.fetch_timeout * 1000),
 		.user_agent = "strictrelay/" STRICTRELAY_VERSION,
 	};
+	metrics_count(METRICS_STS_FETCHES);
 	d->op = https_request(m->https, &req, on_fetched, d);
 }
 
@@ -534,6 +540,11 @@ int mtasts_new(struct mtasts **out, uv_loop_t *loop, const struct config *cfg,
 static void on_refresh_closed(uv_handle_t *h)
 {
 	free(h->data);
+}
+
+void mtasts_set_config(struct mtasts *m, const struct config *cfg)
+{
+	m->cfg = cfg;
 }
 
 void mtasts_free(struct mtasts *m)

@@ -63,6 +63,9 @@ struct sts_result {
 	bool temporary;            /* no policy applies only because of a temporary
 	                            * problem (DNS failure, fetch failure): it may
 	                            * apply on the next try */
+	bool stale;                /* the cached policy is used, but DNS announces
+	                            * another id that could not be fetched (now or
+	                            * within the back-off): it may be outdated */
 	const char *failure_type;  /* "" or an RFC 8460 result type for this lookup */
 	const char *failure;       /* "" or what went wrong */
 };
@@ -76,6 +79,8 @@ int mtasts_new(struct mtasts **out, uv_loop_t *loop, const struct config *cfg,
 
 /* Lookups in flight complete with no policy and failure "shutting down";
  * the refresh timer is closed (the loop must run afterwards). */
+/* SIGHUP: cfg (which must outlive m) for fetches started from now on. */
+void mtasts_set_config(struct mtasts *m, const struct config *cfg);
 void mtasts_free(struct mtasts *m);
 
 /* force: fetch the policy even when the cached one is current (--refresh). */

@@ -206,6 +206,12 @@ struct preflight *preflight_new(uv_loop_t *loop, const struct config *cfg, struc
 	return p;
 }
 
+void preflight_set_config(struct preflight *p, const struct config *cfg)
+{
+	if (p != NULL)
+		p->cfg = cfg;
+}
+
 void preflight_free(struct preflight *p)
 {
 	if (p == NULL)

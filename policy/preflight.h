@@ -34,6 +34,8 @@ typedef void preflight_cb(void *arg, bool refuse, const char *reason);
 struct preflight *preflight_new(uv_loop_t *loop, const struct config *cfg, struct resolver *r,
 				struct mtasts *m);
 /* Checks still running are answered "accept" first. */
+/* SIGHUP: cfg (which must outlive p) for checks started from now on. */
+void preflight_set_config(struct preflight *p, const struct config *cfg);
 void preflight_free(struct preflight *p);
 
 /* The callback always runs from the loop. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mta/log.h"
+#include "mta/metrics.h"
 #include "queue/retry.h"
 #include "smtp/dsn.h"
 
@@ -346,6 +347,9 @@ static void record_done(void *arg, int status, const char *error)
 	if (status != 0)
 		log_error("delivery", "id=%s cannot record the delivery outcome: %s (the message stays queued and will be tried again)",
 			  op->id, error ? error : "?");
+	for (size_t i = 0; status == 0 && i < op->nrcpts; i++)
+		metrics_count_outcome(op->rcpts[i].outcome, op->rcpts[i].status,
+				      op->sender[0] != '\0' && (op->flags & (MSG_REQUIRETLS | MSG_REQUIRETLS_RULE)));
 	if (op->done != NULL)
 		op->done(op->arg, status, error);
 	record_free(op);
@@ -437,6 +441,8 @@ static void tls_done(void *arg, int status, const char *error)
 {
 	if (status != 0)
 		log_error("delivery", "cannot record a TLS session result: %s", error ? error : "?");
+	else
+		metrics_count_tls(((const struct tls_session_record *)arg)->result_type);
 	free(arg);
 }
 

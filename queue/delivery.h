@@ -32,7 +32,6 @@ struct msg_body {
 	char *envid;      /* DSN ENVID or "" */
 	char *data;
 	size_t len;
-	struct msg_body *next; /* the scheduler's list of loaded bodies */
 };
 
 enum rcpt_outcome {

@@ -13,6 +13,8 @@
 #define TICK_MS 1000
 #define CLAIM_BATCH 1000      /* recipients read per tick */
 #define MAX_QUEUED_JOBS 20000 /* jobs waiting in memory for a session */
+#define BACKLOG_JOBS 1000     /* jobs waiting: a kick waits for ... */
+#define BACKLOG_KICK_MS 250   /* ... this long, so kicks coalesce */
 
 struct dest;
 
@@ -48,7 +50,6 @@ struct scheduler {
 	unsigned active;          /* sessions in total */
 	size_t queued_jobs;
 	unsigned pending_records; /* outcome writes not yet committed */
-	struct msg_body *bodies;  /* loaded message bodies (shared by jobs) */
 	bool stopping;
 	void (*stopped)(void *arg);
 	void *stopped_arg;
@@ -62,6 +63,9 @@ static void maybe_stopped(struct scheduler *s);
 
 static const char sql_claim[] = "INSERT OR IGNORE INTO temp.inflight (id) VALUES (?)";
 static const char sql_unclaim[] = "DELETE FROM temp.inflight WHERE id = ?";
+/* A claim with hold_until stays until then: see hold_job(). */
+static const char sql_hold[] = "UPDATE temp.inflight SET hold_until = ? WHERE id = ?";
+static const char sql_unhold[] = "DELETE FROM temp.inflight WHERE hold_until <= ?";
 
 static void claim(struct scheduler *s, int64_t rowid, bool on)
 {
@@ -79,6 +83,37 @@ static void release_job(struct scheduler *s, struct delivery_job *job)
 	for (size_t i = 0; i < job->nrcpts; i++)
 		claim(s, job->rcpts[i].rowid, false);
 	job_free(job);
+}
+
+/*
+ * The outcome could not be written (a full disk, say), so the database
+ * still says "due now": keep the recipients claimed until the first retry
+ * step has passed, or the next tick would start them again at once, in a
+ * tight loop against the destination and the disk.
+ */
+static void hold_job(struct scheduler *s, struct delivery_job *job)
+{
+	int64_t step = s->cfg->queue.nretry_schedule > 0 ? s->cfg->queue.retry_schedule[0] : 60;
+	sqlite3_stmt *st = store_tx_stmt(s->tx, sql_hold);
+	for (size_t i = 0; st != NULL && i < job->nrcpts; i++) {
+		sqlite3_bind_int64(st, 1, now_unix() + step);
+		sqlite3_bind_int64(st, 2, job->rcpts[i].rowid);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			log_error("scheduler", "claims table: %s", sqlite3_errmsg(s->db));
+		sqlite3_reset(st);
+	}
+	job_free(job);
+}
+
+static void release_held(struct scheduler *s)
+{
+	sqlite3_stmt *st = store_tx_stmt(s->tx, sql_unhold);
+	if (st == NULL)
+		return;
+	sqlite3_bind_int64(st, 1, now_unix());
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_error("scheduler", "claims table: %s", sqlite3_errmsg(s->db));
+	sqlite3_reset(st);
 }
 
 /* --- destinations ---------------------------------------------------------- */
@@ -209,13 +244,15 @@ struct record_ctx {
 
 static void on_recorded(void *arg, int status, const char *error)
 {
-	(void)status;
 	(void)error;
 	struct record_ctx *rc = arg;
 	struct scheduler *s = rc->s;
-	/* Committed (or failed and left queued): the recipients may be picked
-	 * again now; a bounce may have been queued. */
-	release_job(s, rc->job);
+	/* Committed: the recipients may be picked again (when due); a bounce
+	 * may have been queued. Failed: they stay queued, held for a while. */
+	if (status == 0)
+		release_job(s, rc->job);
+	else
+		hold_job(s, rc->job);
 	free(rc);
 	s->pending_records--;
 	if (s->stopping)
@@ -364,14 +401,20 @@ static const char sql_due[] =
 	" ORDER BY r.message_id, r.domain LIMIT ?2";
 static const char sql_body[] = "SELECT data FROM bodies WHERE message_id = ?";
 
-static struct msg_body *load_body(struct scheduler *s, const char *id, const char *sender,
-				  uint32_t flags, int64_t arrival, const char *ret, const char *envid)
+/*
+ * The body of message id with one reference for the caller: prev's (the
+ * previous row's job; rows come ordered by message) when it is the same
+ * message, else read from the queue. Bodies are shared only between the jobs
+ * of one tick: a search through every body in memory made each load cost
+ * O(jobs waiting), quadratic in a backlog.
+ */
+static struct msg_body *load_body(struct scheduler *s, struct msg_body *prev, const char *id,
+				  const char *sender, uint32_t flags, int64_t arrival, const char *ret,
+				  const char *envid)
 {
-	for (struct msg_body *b = s->bodies; b != NULL; b = b->next) {
-		if (strcmp(b->id, id) == 0 && b->refs > 0) {
-			b->refs++;
-			return b;
-		}
+	if (prev != NULL && strcmp(prev->id, id) == 0) {
+		prev->refs++;
+		return prev;
 	}
 	sqlite3_stmt *st = store_tx_stmt(s->tx, sql_body);
 	if (st == NULL)
@@ -399,21 +442,6 @@ static struct msg_body *load_body(struct scheduler *s, const char *id, const cha
 	return b;
 }
 
-/* Drops bodies no job refers to any more from the cache list. */
-static void prune_bodies(struct scheduler *s)
-{
-	struct msg_body **pp = &s->bodies;
-	while (*pp != NULL) {
-		struct msg_body *b = *pp;
-		if (b->refs == 1) { /* only the cache's own reference */
-			*pp = b->next;
-			msg_body_unref(b);
-		} else {
-			pp = &b->next;
-		}
-	}
-}
-
 static void add_rcpt(struct delivery_job *job, int64_t rowid, const char *address,
 		     unsigned attempts, const char *notify, const char *orcpt)
 {
@@ -431,6 +459,7 @@ static void tick(struct scheduler *s)
 {
 	if (s->stopping || s->queued_jobs >= MAX_QUEUED_JOBS)
 		return;
+	release_held(s);
 	sqlite3_stmt *st = store_tx_stmt(s->tx, sql_due);
 	if (st == NULL)
 		return;
@@ -462,15 +491,11 @@ static void tick(struct scheduler *s)
 		const char *ret = (const char *)sqlite3_column_text(st, 10);
 		const char *envid = (const char *)sqlite3_column_text(st, 11);
 		if (cur == NULL || strcmp(cur->msg->id, id) != 0 || strcmp(cur->domain, domain) != 0) {
-			struct msg_body *b = load_body(s, id, sender, flags, arrival, ret, envid);
+			struct msg_body *b = load_body(s, cur ? cur->msg : NULL, id, sender, flags,
+						       arrival, ret, envid);
 			if (b == NULL) {
 				cur = NULL;
 				continue;
-			}
-			if (b->refs == 1) { /* new in the cache: the cache keeps a ref */
-				b->refs++;
-				b->next = s->bodies;
-				s->bodies = b;
 			}
 			cur = xcalloc(1, sizeof(*cur));
 			cur->msg = b;
@@ -494,7 +519,6 @@ static void tick(struct scheduler *s)
 	for (size_t i = 0; i < nmade; i++)
 		dest_kick(s, made[i].d);
 	free(made);
-	prune_bodies(s);
 	/* A full batch: there may be more due right now. */
 	if (rows == CLAIM_BATCH)
 		scheduler_kick(s);
@@ -505,12 +529,23 @@ static void on_tick(uv_timer_t *t)
 	tick(t->data);
 }
 
+void scheduler_set_config(struct scheduler *s, const struct config *cfg)
+{
+	s->cfg = cfg;
+}
+
 void scheduler_kick(struct scheduler *s)
 {
 	if (s->stopping)
 		return;
-	/* Coalesced: one tick on the next loop turn, then back to polling. */
-	uv_timer_start(&s->timer, on_tick, 0, TICK_MS);
+	/* Coalesced: one tick on the next loop turn, then back to polling. With
+	 * a backlog in memory a new message only joins its end, and every tick
+	 * reads the whole due set again: one tick per BACKLOG_KICK_MS, not one
+	 * per commit. */
+	uint64_t delay = s->queued_jobs >= BACKLOG_JOBS ? BACKLOG_KICK_MS : 0;
+	if (uv_is_active((uv_handle_t *)&s->timer) && uv_timer_get_due_in(&s->timer) <= delay)
+		return;
+	uv_timer_start(&s->timer, on_tick, delay, TICK_MS);
 }
 
 int scheduler_start(struct scheduler **out, uv_loop_t *loop, const struct config *cfg,
@@ -529,8 +564,12 @@ int scheduler_start(struct scheduler **out, uv_loop_t *loop, const struct config
 		return -1;
 	}
 	char *msg = NULL;
-	if (sqlite3_exec(s->db, "CREATE TEMP TABLE inflight (id INTEGER PRIMARY KEY)", NULL, NULL,
-			 &msg) != SQLITE_OK) {
+	/* The index keeps release_held() from scanning every claim each tick. */
+	if (sqlite3_exec(s->db,
+			 "CREATE TEMP TABLE inflight (id INTEGER PRIMARY KEY, hold_until INTEGER);"
+			 "CREATE INDEX temp.inflight_hold ON inflight (hold_until)"
+			 " WHERE hold_until IS NOT NULL",
+			 NULL, NULL, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "scheduler: %s", msg ? msg : "cannot create the claims table");
 		sqlite3_free(msg);
 		sqlite3_close(s->db);
@@ -565,11 +604,6 @@ static void maybe_stopped(struct scheduler *s)
 		while ((job = dest_pop(s, d)) != NULL)
 			release_job(s, job);
 		dest_free(s, d);
-	}
-	while (s->bodies != NULL) {
-		struct msg_body *b = s->bodies;
-		s->bodies = b->next;
-		msg_body_unref(b);
 	}
 	store_tx_free(s->tx);
 	sqlite3_close(s->db);

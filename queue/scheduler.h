@@ -37,6 +37,9 @@ int scheduler_start(struct scheduler **out, uv_loop_t *loop, const struct config
 		    struct store *store, struct resolver *resolver, struct mtasts *mtasts,
 		    SSL_CTX *client_ctx, char *err, size_t errlen);
 
+/* SIGHUP: new routes, limits and retry schedule for work started from now
+ * on. cfg must outlive the scheduler. */
+void scheduler_set_config(struct scheduler *s, const struct config *cfg);
 void scheduler_kick(struct scheduler *s);
 
 /* Stops starting sessions, aborts running ones (their jobs stay queued) and

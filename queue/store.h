@@ -45,7 +45,10 @@ sqlite3 *store_tx_db(struct store_tx *tx);
 int store_tx_step_done(struct store_tx *tx, sqlite3_stmt *st, char *err, size_t errlen);
 
 typedef int (*store_exec_fn)(struct store_tx *tx, void *data, char *err, size_t errlen);
-/* status: 0 committed, -1 failed (error says why). */
+/* status: 0 committed, -1 failed (error says why), STORE_FULL failed because
+ * the disk (or the database) is full: a condition that passes once space
+ * returns (the SMTP server answers 452 4.3.1). */
+#define STORE_FULL (-2)
 typedef void (*store_done_fn)(void *arg, int status, const char *error);
 
 int store_open(struct store **out, uv_loop_t *loop, const char *state_dir, char *err,

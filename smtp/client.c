@@ -1356,6 +1356,7 @@ static void on_policy(void *arg, const struct sts_result *res)
 	if (!requiretls_mx_validation(c, res))
 		return;
 	c->req.sts = res->have_policy ? res->mode : STS_MODE_NONE;
+	c->req.sts_stale = res->stale;
 	if (c->req.sts != STS_MODE_NONE) {
 		strlist_copy(&c->sts_mx, res->mx);
 		strlist_copy(&c->sts_lines, res->lines);

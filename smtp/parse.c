@@ -2,6 +2,7 @@
 #include "parse.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mta/util.h"
@@ -351,4 +352,52 @@ enum smtp_parse_status smtp_parse_command(char *line, struct smtp_cmd *cmd)
 	default:
 		return SMTP_PARSE_OK;
 	}
+}
+
+/* RFC 3461 4: xtext = *( xchar / "+" 2HEXCHAR ), xchar = 33..126 except
+ * "+" and "="; the hex digits in upper case. */
+bool smtp_valid_xtext(const char *v)
+{
+	for (const char *p = v; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '+') {
+			for (int k = 1; k <= 2; k++)
+				if (!((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'A' && p[k] <= 'F')))
+					return false;
+			p += 2;
+		} else if (c < 33 || c > 126 || c == '=') {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY; normalised upper case. */
+int smtp_parse_notify(const char *v, char *out, size_t outlen)
+{
+	if (str_ieq(v, "NEVER")) {
+		snprintf(out, outlen, "NEVER");
+		return 0;
+	}
+	bool success = false, failure = false, delay = false;
+	struct strlist items = { 0 };
+	strlist_split(&items, v, false);
+	int rc = items.n > 0 ? 0 : -1;
+	for (size_t i = 0; i < items.n; i++) {
+		if (str_ieq(items.v[i], "SUCCESS"))
+			success = true;
+		else if (str_ieq(items.v[i], "FAILURE"))
+			failure = true;
+		else if (str_ieq(items.v[i], "DELAY"))
+			delay = true;
+		else
+			rc = -1; /* includes NEVER combined with others */
+	}
+	strlist_free(&items);
+	if (rc < 0)
+		return -1;
+	snprintf(out, outlen, "%s%s%s%s%s", success ? "SUCCESS" : "",
+		 success && (failure || delay) ? "," : "", failure ? "FAILURE" : "",
+		 failure && delay ? "," : "", delay ? "DELAY" : "");
+	return 0;
 }

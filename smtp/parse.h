@@ -89,4 +89,11 @@ enum smtp_parse_status smtp_parse_path(char **s, struct smtp_path *path, const c
 /* RFC 5321 Domain (LDH labels; U-labels when allow_utf8) or address literal. */
 bool smtp_valid_domain(const char *d, bool allow_utf8);
 
+/* RFC 3461 4: xtext = *( xchar / "+" 2HEXCHAR ), upper-case hex. */
+bool smtp_valid_xtext(const char *v);
+
+/* RFC 3461 4.1 NOTIFY: NEVER or a list of SUCCESS, FAILURE, DELAY (any
+ * case); writes the normalised upper-case form. 0, or -1 if invalid. */
+int smtp_parse_notify(const char *v, char *out, size_t outlen);
+
 #endif

@@ -1,28 +1,55 @@
 /* server.c - see server.h */
 #include "server.h"
 
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "mta/log.h"
+#include "mta/metrics.h"
 #include "mta/netaddr.h"
 #include "policy/preflight.h"
 #include "policy/requiretls.h"
+#include "smtp/clients.h"
 #include "smtp/session.h"
 #include "smtp/tls.h"
+#include "smtp/userdb.h"
 
 #define READ_BUFFER_SIZE 65536
 /* Stop reading from a client whose unread replies or unprocessed input
  * pile up beyond these (a pipelining client that never reads). */
 #define MAX_PENDING_OUTPUT (256 * 1024)
 #define MAX_PENDING_INPUT (256 * 1024)
+/* How often forgotten clients are swept from the per-client table. */
+#define SWEEP_INTERVAL_MS 60000
+
+enum listener_kind {
+	LK_SMTP,        /* [server] listen: relay_networks and accept_domains */
+	LK_SUBMISSION,  /* [server] submission_listen: AUTH after STARTTLS */
+	LK_SUBMISSIONS, /* [server] submission_tls_listen: TLS from the start */
+	LK_COUNT,
+};
+
+static const char *const kind_names[LK_COUNT] = { "smtp", "submission", "submissions" };
 
 struct listener {
 	uv_tcp_t tcp;
 	struct smtp_server *srv;
+	enum listener_kind kind;
 	char name[80];
+};
+
+/* A password check on libuv's thread pool. */
+struct auth_work {
+	uv_work_t req;
+	struct conn *c;
+	struct smtp_server *srv;
+	char hash[USERDB_HASH_MAX];
+	char pass[SASL_MAX_FIELD + 1];
+	bool known;
+	int result; /* userdb_check() */
 };
 
 struct conn {
@@ -45,6 +72,10 @@ struct conn {
 	bool discard_line;    /* skipping the rest of an over-long command line */
 	bool store_pending;   /* a message is being committed */
 	struct preflight_check *check; /* a RCPT waiting for the REQUIRETLS preflight */
+	struct auth_work *auth; /* a password being checked */
+	enum listener_kind kind;
+	bool implicit_tls;    /* submissions: greet once the handshake is done */
+	bool counted;         /* counted in the per-client table */
 	bool reading;
 	bool close_after_flush;
 	bool closing;         /* uv_close called */
@@ -60,9 +91,12 @@ struct smtp_server {
 	struct store *store;
 	struct preflight *preflight;
 	struct rtls_rules rtls_rules;
+	struct userdb *users;       /* NULL = no AUTH */
+	struct clients clients;     /* per client IP: connections, rate, AUTH failures */
+	uint64_t last_sweep_ms;
 	void (*queued)(void *arg);
 	void *queued_arg;
-	struct smtp_session_config sess_cfg;
+	struct smtp_session_config sess_cfg[LK_COUNT];
 	struct listener *listeners;
 	size_t nlisteners;
 	size_t open_listeners;
@@ -97,6 +131,8 @@ static void server_maybe_done(struct smtp_server *srv)
 	if (srv->tls_ctx != NULL)
 		SSL_CTX_free(srv->tls_ctx);
 	rtls_rules_free(&srv->rtls_rules);
+	userdb_destroy(srv->users);
+	clients_free(&srv->clients);
 	free(srv->listeners);
 	free(srv);
 	if (done != NULL)
@@ -113,6 +149,8 @@ static void conn_free(struct conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	srv->nconns--;
+	if (c->counted)
+		clients_disconnect(&srv->clients, c->peer, now_ms());
 	smtp_session_free(&c->sess);
 	tls_conn_free(&c->tls);
 	buf_free(&c->in);
@@ -124,9 +162,9 @@ static void conn_free(struct conn *c)
 static void on_handle_closed(uv_handle_t *h)
 {
 	struct conn *c = h->data;
-	/* Free only when both handles are closed and the store no longer
-	 * refers to us. */
-	if (--c->open_handles == 0 && !c->store_pending)
+	/* Free only when both handles are closed and neither the store nor
+	 * a password check still refers to us. */
+	if (--c->open_handles == 0 && !c->store_pending && c->auth == NULL)
 		conn_free(c);
 }
 
@@ -153,7 +191,7 @@ static void conn_close(struct conn *c)
 static void on_timeout(uv_timer_t *t)
 {
 	struct conn *c = t->data;
-	if (c->store_pending || c->check != NULL || c->closing)
+	if (c->store_pending || c->check != NULL || c->auth != NULL || c->closing)
 		return;
 	log_warn("smtpd", "client=%s conn=%llu timeout in state %s", c->peer, c->id,
 		 smtp_state_name(c->sess.state));
@@ -194,7 +232,7 @@ static void on_write(uv_write_t *req, int status)
 	}
 	/* Output drained below the cap: a paused client may go on. */
 	if (!c->reading && c->write_pending < MAX_PENDING_OUTPUT / 2 && !c->store_pending &&
-	    c->check == NULL) {
+	    c->check == NULL && c->auth == NULL) {
 		conn_process(c);
 	}
 }
@@ -281,7 +319,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 	}
 	if (c->rejected || c->sess.state == SMTP_STATE_CLOSED)
 		return; /* nothing more is read after QUIT or a fatal error */
-	arm_timer(c);
+	/* No arm_timer() here: the time-out runs from the last complete line
+	 * (or TLS handshake), so a client that trickles bytes is cut off. */
 	if (!c->tls_active) {
 		buf_append(&c->in, b->base, (size_t)nread);
 	} else {
@@ -299,8 +338,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 				return;
 			char info[160];
 			tls_describe(&c->tls, info, sizeof(info));
-			log_info("smtpd", "client=%s conn=%llu starttls %s", c->peer, c->id, info);
+			log_info("smtpd", "client=%s conn=%llu %s %s", c->peer, c->id,
+				 c->implicit_tls ? "tls" : "starttls", info);
 			smtp_session_tls_started(&c->sess, info);
+			arm_timer(c);
+			if (c->implicit_tls) {
+				smtp_session_greeting(&c->sess, &c->out);
+				conn_flush(c);
+			}
 		}
 		enum tls_status st = tls_read(&c->tls, &c->in);
 		flush_tls_output(c);
@@ -342,6 +387,8 @@ static void on_stored(void *arg, int status, const char *error)
 	struct conn *c = arg;
 	c->store_pending = false;
 	const char *qid = c->sess.qid;
+	if (status == 0)
+		metrics_count(METRICS_ACCEPTED);
 	if (status == 0 && c->srv->queued != NULL)
 		c->srv->queued(c->srv->queued_arg);
 	if (c->closing) {
@@ -349,14 +396,17 @@ static void on_stored(void *arg, int status, const char *error)
 		if (status == 0)
 			log_warn("smtpd", "id=%s client=%s stored, but the client disconnected before the 250: it may send the message again",
 				 qid, c->peer);
-		if (c->open_handles == 0)
+		if (c->open_handles == 0 && c->auth == NULL)
 			conn_free(c);
 		return;
 	}
 	if (status != 0)
 		log_error("smtpd", "id=%s client=%s cannot store the message: %s", qid, c->peer,
 			  error ? error : "unknown error");
-	smtp_session_queued(&c->sess, status == 0, &c->out);
+	if (status == STORE_FULL)
+		smtp_session_queue_full(&c->sess, &c->out);
+	else
+		smtp_session_queued(&c->sess, status == 0, &c->out);
 	if (c->srv->draining) {
 		smtp_session_shutdown(&c->sess, &c->out, "Service shutting down");
 		c->close_after_flush = true;
@@ -415,6 +465,81 @@ static void on_rcpt_checked(void *arg, bool refuse, const char *reason)
 	conn_process(c); /* flushes the reply, then pipelined commands */
 }
 
+static void auth_work_run(uv_work_t *req)
+{
+	struct auth_work *w = req->data;
+	w->result = userdb_check(w->hash, w->pass);
+}
+
+static void auth_work_done(uv_work_t *req, int status)
+{
+	struct auth_work *w = req->data;
+	struct conn *c = w->c;
+	struct smtp_server *srv = w->srv;
+	int result = status == 0 ? w->result : -1;
+	bool known = w->known;
+	OPENSSL_cleanse(w, sizeof(*w));
+	free(w);
+	c->auth = NULL;
+	if (c->closing) {
+		if (c->open_handles == 0 && !c->store_pending)
+			conn_free(c);
+		return;
+	}
+	enum smtp_auth_result r;
+	if (result == 1 && known) {
+		clients_auth_succeeded(&srv->clients, c->peer, now_ms());
+		r = SMTP_AUTH_OK;
+	} else if (result < 0) {
+		r = SMTP_AUTH_TEMPFAIL;
+	} else {
+		unsigned n = clients_auth_failed(&srv->clients, c->peer,
+						 (uint64_t)srv->cfg->auth.failure_window * 1000, now_ms());
+		r = SMTP_AUTH_FAILED;
+		if (n >= srv->cfg->auth.max_failures) {
+			log_warn("smtpd", "client=%s conn=%llu %u failed AUTH attempts: refusing AUTH from this address for up to %llds",
+				 c->peer, c->id, n, (long long)srv->cfg->auth.failure_window);
+			r = SMTP_AUTH_LOCKED;
+		}
+	}
+	smtp_session_auth_checked(&c->sess, r, &c->out);
+	if (c->sess.state == SMTP_STATE_CLOSED)
+		c->close_after_flush = true;
+	arm_timer(c);
+	conn_process(c);
+}
+
+/* SMTP_ACT_AUTH_CHECK: the KDF runs on the thread pool, never on the loop. */
+static void start_auth_check(struct conn *c)
+{
+	struct smtp_server *srv = c->srv;
+	const char *user = smtp_session_auth_user(&c->sess);
+	if (srv->users == NULL) {
+		smtp_session_auth_checked(&c->sess, SMTP_AUTH_TEMPFAIL, &c->out);
+		return;
+	}
+	if (clients_auth_locked(&srv->clients, c->peer, srv->cfg->auth.max_failures,
+				(uint64_t)srv->cfg->auth.failure_window * 1000, now_ms())) {
+		smtp_session_auth_checked(&c->sess, SMTP_AUTH_LOCKED, &c->out);
+		c->close_after_flush = true;
+		return;
+	}
+	struct auth_work *w = xcalloc(1, sizeof(*w));
+	w->req.data = w;
+	w->c = c;
+	w->srv = srv;
+	snprintf(w->hash, sizeof(w->hash), "%s", userdb_lookup(srv->users, user, &w->known));
+	snprintf(w->pass, sizeof(w->pass), "%s", smtp_session_auth_password(&c->sess));
+	if (uv_queue_work(srv->loop, &w->req, auth_work_run, auth_work_done) != 0) {
+		OPENSSL_cleanse(w, sizeof(*w));
+		free(w);
+		smtp_session_auth_checked(&c->sess, SMTP_AUTH_TEMPFAIL, &c->out);
+		return;
+	}
+	c->auth = w;
+	uv_timer_stop(&c->timer);
+}
+
 static void handle_action(struct conn *c, enum smtp_action act)
 {
 	switch (act) {
@@ -433,6 +558,9 @@ static void handle_action(struct conn *c, enum smtp_action act)
 	case SMTP_ACT_RCPT_CHECK:
 		c->check = preflight_start(c->srv->preflight, smtp_session_pending_domain(&c->sess),
 					   on_rcpt_checked, c);
+		break;
+	case SMTP_ACT_AUTH_CHECK:
+		start_auth_check(c);
 		break;
 	case SMTP_ACT_CLOSE:
 		c->close_after_flush = true;
@@ -453,6 +581,7 @@ static bool process_line(struct conn *c)
 		return false;
 	}
 	size_t linelen = (size_t)(lf - c->in.data);
+	arm_timer(c);
 	if (c->discard_line || linelen > SMTP_MAX_COMMAND_LINE) {
 		c->discard_line = false;
 		buf_consume(&c->in, linelen + 1);
@@ -480,12 +609,15 @@ static bool process_line(struct conn *c)
 
 static void conn_process(struct conn *c)
 {
-	while (!c->closing && !c->store_pending && c->check == NULL && !c->close_after_flush) {
+	while (!c->closing && !c->store_pending && c->check == NULL && c->auth == NULL &&
+	       !c->close_after_flush) {
 		if (c->in.len == 0)
 			break;
 		if (c->in_data) {
 			size_t used = smtp_data_feed(&c->sess.data, c->in.data, c->in.len,
 						     &c->sess.message);
+			if (memchr(c->in.data, '\n', used) != NULL)
+				arm_timer(c);
 			buf_consume(&c->in, used);
 			if (!c->sess.data.done)
 				break;
@@ -552,50 +684,59 @@ static void on_connection(uv_stream_t *ls, int status)
 		snprintf(c->peer, sizeof(c->peer), "unknown");
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
-	smtp_session_init(&c->sess, &srv->sess_cfg, c->peer, trusted);
+	c->kind = l->kind;
+	smtp_session_init(&c->sess, &srv->sess_cfg[l->kind], c->peer, trusted);
 
-	if (srv->draining || srv->nconns > srv->cfg->server.max_connections) {
+	uint64_t now = now_ms();
+	if (now - srv->last_sweep_ms > SWEEP_INTERVAL_MS) {
+		uint64_t keep = (uint64_t)srv->cfg->auth.failure_window * 1000;
+		clients_sweep(&srv->clients, keep > 60000 ? keep : 60000, now);
+		srv->last_sweep_ms = now;
+	}
+	const char *why = NULL, *reply = NULL;
+	if (srv->draining) {
+		why = "shutting down";
+		reply = "Service shutting down";
+	} else if (srv->nconns > srv->cfg->server.max_connections) {
+		why = "too many connections";
+		reply = "Too many connections";
+	} else if (!clients_connect(&srv->clients, c->peer,
+				    srv->cfg->server.max_connections_per_client, now)) {
+		why = "too many connections from this client";
+		reply = "Too many connections from your address";
+	} else {
+		c->counted = true;
+	}
+	if (why != NULL) {
 		c->rejected = true;
-		log_warn("smtpd", "client=%s refused: %s (%u connections)", c->peer,
-			 srv->draining ? "shutting down" : "too many connections", srv->nconns - 1);
-		smtp_session_shutdown(&c->sess, &c->out,
-				      srv->draining ? "Service shutting down" : "Too many connections");
+		log_warn("smtpd", "client=%s refused: %s (%u connections, %u from this client)", c->peer,
+			 why, srv->nconns - 1, clients_connections(&srv->clients, c->peer));
+		smtp_session_shutdown(&c->sess, &c->out, reply);
 		c->close_after_flush = true;
 		conn_flush(c);
 		return;
 	}
 	log_info("smtpd", "connect client=%s port=%u conn=%llu trusted=%s listener=%s", c->peer,
 		 c->port, c->id, trusted ? "yes" : "no", l->name);
-	smtp_session_greeting(&c->sess, &c->out);
-	conn_flush(c);
+	if (l->kind == LK_SUBMISSIONS) {
+		/* Implicit TLS (RFC 8314): the greeting comes inside TLS. */
+		if (tls_conn_init_server(&c->tls, srv->tls_ctx) < 0) {
+			log_error("smtpd", "client=%s conn=%llu cannot start TLS: %s", c->peer, c->id,
+				  tls_last_error(&c->tls));
+			conn_close(c);
+			return;
+		}
+		c->tls_active = true;
+		c->implicit_tls = true;
+	} else {
+		smtp_session_greeting(&c->sess, &c->out);
+		conn_flush(c);
+	}
 	arm_timer(c);
 	start_reading(c);
 }
 
 /* --- listeners ----------------------------------------------------------- */
-
-static int resolve_listen(const struct hostport *hp, struct sockaddr_storage *ss, char *err,
-			  size_t errlen)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (uv_ip4_addr(hp->host, hp->port, (struct sockaddr_in *)ss) == 0)
-		return 0;
-	if (uv_ip6_addr(hp->host, hp->port, (struct sockaddr_in6 *)ss) == 0)
-		return 0;
-	/* A host name: resolved once at start-up, where blocking is fine. */
-	struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res;
-	char port[8];
-	snprintf(port, sizeof(port), "%u", hp->port);
-	int r = getaddrinfo(hp->host, port, &hints, &res);
-	if (r != 0) {
-		snprintf(err, errlen, "listen %s: %s", hp->host, gai_strerror(r));
-		return -1;
-	}
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	freeaddrinfo(res);
-	return 0;
-}
 
 static void on_listener_closed(uv_handle_t *h)
 {
@@ -604,73 +745,157 @@ static void on_listener_closed(uv_handle_t *h)
 	server_maybe_done(l->srv);
 }
 
-int smtp_server_start(struct smtp_server **out, uv_loop_t *loop,
-		      const struct smtp_server_params *params, char *err, size_t errlen)
+static bool message_allowed(void *arg, const char *client_addr)
 {
-	const struct config *cfg = params->cfg;
+	struct smtp_server *srv = arg;
+	return clients_message(&srv->clients, client_addr,
+			       srv->cfg->server.max_messages_per_minute, now_ms());
+}
+
+/* The per-listener session settings, from the current configuration. */
+static void build_session_configs(struct smtp_server *srv)
+{
+	const struct config *cfg = srv->cfg;
+	for (int k = 0; k < LK_COUNT; k++) {
+		srv->sess_cfg[k] = (struct smtp_session_config){
+			.hostname = cfg->server.hostname,
+			.max_message_size = cfg->server.max_message_size,
+			.max_recipients = cfg->server.max_recipients,
+			.tls_available = srv->tls_ctx != NULL,
+			.normalize_bare_newlines = cfg->server.bare_newline == BARE_NEWLINE_NORMALIZE,
+			.accept_domains = &cfg->server.accept_domains,
+			.requiretls_rules = &srv->rtls_rules,
+			.requiretls_preflight = cfg->requiretls.preflight && srv->preflight != NULL,
+			.submission = k != LK_SMTP,
+			.auth_available = k != LK_SMTP && srv->users != NULL,
+			.sender_domains = &cfg->server.sender_domains,
+			.message_allowed = cfg->server.max_messages_per_minute ? message_allowed : NULL,
+			.hook_arg = srv,
+		};
+	}
+}
+
+static void parse_rtls_rules(struct smtp_server *srv)
+{
+	/* config_validate parsed these once already; they cannot fail here */
+	char rerr[256];
+	if (rtls_rules_parse(&srv->rtls_rules, &srv->cfg->requiretls.require_for, rerr,
+			     sizeof(rerr)) < 0)
+		panic("require_for passed validation but does not parse: %s", rerr);
+	if (srv->rtls_rules.users.n > 0 && srv->cfg->auth.users_file[0] == '\0')
+		log_warn("smtpd", "[requiretls] require_for has user: items, which match only SMTP AUTH users, but [auth] users_file is not set");
+}
+
+static int bind_one(struct smtp_server *srv, const struct hostport *hp, enum listener_kind kind,
+		    char *err, size_t errlen)
+{
+	struct listener *l = &srv->listeners[srv->nlisteners];
+	l->srv = srv;
+	l->kind = kind;
+	hostport_format(hp, l->name, sizeof(l->name));
+	struct sockaddr_storage ss;
+	char why[256];
+	if (hostport_sockaddr(hp, &ss, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "listen %s (%s): %s", l->name, kind_names[kind], why);
+		return -1;
+	}
+	uv_tcp_init(srv->loop, &l->tcp);
+	l->tcp.data = l;
+	srv->nlisteners++;
+	srv->open_listeners++;
+	/* IPV6ONLY so that 0.0.0.0:25 and [::]:25 can both be bound. */
+	unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+	int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, flags);
+	if (r < 0) {
+		snprintf(err, errlen, "listen %s (%s): %s", l->name, kind_names[kind], uv_strerror(r));
+		return -1;
+	}
+	return 0;
+}
+
+int smtp_server_bind(struct smtp_server **out, uv_loop_t *loop, const struct config *cfg,
+		     char *err, size_t errlen)
+{
 	struct smtp_server *srv = xcalloc(1, sizeof(*srv));
 	srv->loop = loop;
 	srv->cfg = cfg;
+	clients_init(&srv->clients);
+	size_t n = cfg->server.nlisten + cfg->server.nsubmission_listen +
+		   cfg->server.nsubmission_tls_listen;
+	srv->listeners = xcalloc(n ? n : 1, sizeof(*srv->listeners));
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < cfg->server.nlisten; i++)
+		rc = bind_one(srv, &cfg->server.listen[i], LK_SMTP, err, errlen);
+	for (size_t i = 0; rc == 0 && i < cfg->server.nsubmission_listen; i++)
+		rc = bind_one(srv, &cfg->server.submission_listen[i], LK_SUBMISSION, err, errlen);
+	for (size_t i = 0; rc == 0 && i < cfg->server.nsubmission_tls_listen; i++)
+		rc = bind_one(srv, &cfg->server.submission_tls_listen[i], LK_SUBMISSIONS, err,
+			      errlen);
+	if (rc < 0) {
+		smtp_server_shutdown(srv, NULL, NULL);
+		*out = NULL;
+		return -1;
+	}
+	*out = srv;
+	return 0;
+}
+
+int smtp_server_start(struct smtp_server *srv, const struct smtp_server_params *params, char *err,
+		      size_t errlen)
+{
+	const struct config *cfg = params->cfg;
+	srv->cfg = cfg;
 	srv->store = params->store;
 	srv->preflight = params->preflight;
-	/* config_validate parsed these once already; they cannot fail here */
-	char rerr[256];
-	if (rtls_rules_parse(&srv->rtls_rules, &cfg->requiretls.require_for, rerr, sizeof(rerr)) < 0)
-		panic("require_for passed validation but does not parse: %s", rerr);
-	if (srv->rtls_rules.users.n > 0)
-		log_warn("smtpd", "[requiretls] require_for has user: items, which match only SMTP AUTH users; this relay has no SMTP AUTH yet, so they never match");
 	srv->queued = params->queued;
 	srv->queued_arg = params->queued_arg;
+	srv->users = params->users;
 	if (params->tls_ctx != NULL) {
 		SSL_CTX_up_ref(params->tls_ctx);
 		srv->tls_ctx = params->tls_ctx;
 	}
-	srv->sess_cfg = (struct smtp_session_config){
-		.hostname = cfg->server.hostname,
-		.max_message_size = cfg->server.max_message_size,
-		.max_recipients = cfg->server.max_recipients,
-		.tls_available = srv->tls_ctx != NULL,
-		.normalize_bare_newlines = cfg->server.bare_newline == BARE_NEWLINE_NORMALIZE,
-		.accept_domains = &cfg->server.accept_domains,
-		.requiretls_rules = &srv->rtls_rules,
-		.requiretls_preflight = cfg->requiretls.preflight && params->preflight != NULL,
-	};
-	srv->listeners = xcalloc(cfg->server.nlisten, sizeof(*srv->listeners));
-	for (size_t i = 0; i < cfg->server.nlisten; i++) {
-		const struct hostport *hp = &cfg->server.listen[i];
+	parse_rtls_rules(srv);
+	build_session_configs(srv);
+	for (size_t i = 0; i < srv->nlisteners; i++) {
 		struct listener *l = &srv->listeners[i];
-		l->srv = srv;
-		hostport_format(hp, l->name, sizeof(l->name));
-		struct sockaddr_storage ss;
-		if (resolve_listen(hp, &ss, err, errlen) < 0)
-			goto fail;
-		uv_tcp_init(loop, &l->tcp);
-		l->tcp.data = l;
-		srv->nlisteners++;
-		srv->open_listeners++;
-		/* IPV6ONLY so that 0.0.0.0:25 and [::]:25 can both be bound. */
-		unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
-		int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, flags);
-		if (r == 0)
-			r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
-		if (r < 0) {
-			snprintf(err, errlen, "listen %s: %s", l->name, uv_strerror(r));
-			goto fail;
+		if (l->kind != LK_SMTP && (srv->tls_ctx == NULL || srv->users == NULL)) {
+			snprintf(err, errlen, "listen %s (%s): needs [server] tls_cert and [auth] users_file",
+				 l->name, kind_names[l->kind]);
+			return -1;
 		}
-		log_info("smtpd", "listening on %s starttls=%s", l->name,
-			 srv->tls_ctx ? "yes" : "no");
+		int r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+		if (r < 0) {
+			snprintf(err, errlen, "listen %s (%s): %s", l->name, kind_names[l->kind],
+				 uv_strerror(r));
+			return -1;
+		}
+		log_info("smtpd", "listening on %s (%s) %s", l->name, kind_names[l->kind],
+			 l->kind == LK_SUBMISSIONS ? "tls=implicit auth=required"
+			 : l->kind == LK_SUBMISSION ? "starttls=yes auth=required"
+			 : srv->tls_ctx ? "starttls=yes" : "starttls=no");
 	}
-	*out = srv;
 	return 0;
-fail:
-	/* Close what was opened; the server frees itself once they are closed. */
-	srv->draining = true;
-	for (size_t i = 0; i < srv->nlisteners; i++)
-		uv_close((uv_handle_t *)&srv->listeners[i].tcp, on_listener_closed);
-	if (srv->nlisteners == 0)
-		server_maybe_done(srv);
-	*out = NULL;
-	return -1;
+}
+
+void smtp_server_reload(struct smtp_server *srv, const struct config *cfg, SSL_CTX *tls_ctx,
+			struct userdb *users)
+{
+	srv->cfg = cfg;
+	if (tls_ctx != NULL) {
+		SSL_CTX_up_ref(tls_ctx);
+		if (srv->tls_ctx != NULL)
+			SSL_CTX_free(srv->tls_ctx); /* open TLS sessions keep their reference */
+		srv->tls_ctx = tls_ctx;
+	}
+	if (users != NULL) {
+		userdb_destroy(srv->users);
+		srv->users = users;
+	}
+	/* Sessions read these between events only, so swapping them here is
+	 * safe; open sessions see the new settings from their next command. */
+	rtls_rules_free(&srv->rtls_rules);
+	parse_rtls_rules(srv);
+	build_session_configs(srv);
 }
 
 unsigned smtp_server_connections(const struct smtp_server *srv)

@@ -6,10 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "mta/log.h"
 #include "smtp/parse.h"
 
 #define DEFAULT_MAX_ERRORS 20
+/* RCPTs past max_recipients answered 452 before each one counts as an
+ * error (Postfix's smtpd_recipient_overshoot_limit): a client that goes on
+ * that long is not going to send the rest in a later transaction. */
+#define MAX_EXCESS_RECIPIENTS 1000
 #define MAX_RECEIVED_HEADERS 100 /* loop detection (RFC 5321 6.3) */
 #define MAX_HELO 255
 
@@ -84,8 +90,15 @@ static void transaction_reset(struct smtp_session *s)
 		session_set_state(s, SMTP_STATE_READY);
 }
 
+static void auth_wipe(struct smtp_session *s)
+{
+	OPENSSL_cleanse(s->auth_pass, sizeof(s->auth_pass));
+	s->auth_name[0] = '\0';
+}
+
 void smtp_session_free(struct smtp_session *s)
 {
+	auth_wipe(s);
 	transaction_reset(s);
 	free(s->helo);
 	s->helo = NULL;
@@ -146,6 +159,9 @@ static void do_helo(struct smtp_session *s, struct smtp_cmd *cmd, bool esmtp, st
 	/* RFC 8689: REQUIRETLS only on a TLS session. */
 	if (s->tls)
 		reply(out, "250-REQUIRETLS");
+	/* RFC 4954 4: AUTH only where the password cannot be sniffed. */
+	if (s->tls && s->cfg->auth_available && s->auth_user[0] == '\0')
+		reply(out, "250-AUTH PLAIN LOGIN");
 	reply(out, "250 SMTPUTF8");
 }
 
@@ -169,54 +185,6 @@ static bool parse_size(const char *v, uint64_t *out)
 	return true;
 }
 
-/* RFC 3461 4: xtext = *( xchar / "+" 2HEXCHAR ), xchar = 33..126 except
- * "+" and "="; the hex digits in upper case. */
-static bool valid_xtext(const char *v)
-{
-	for (const char *p = v; *p != '\0'; p++) {
-		unsigned char c = (unsigned char)*p;
-		if (c == '+') {
-			for (int k = 1; k <= 2; k++)
-				if (!((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'A' && p[k] <= 'F')))
-					return false;
-			p += 2;
-		} else if (c < 33 || c > 126 || c == '=') {
-			return false;
-		}
-	}
-	return true;
-}
-
-/* NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY; normalised upper case. */
-static int parse_notify(const char *v, char *out, size_t outlen)
-{
-	if (str_ieq(v, "NEVER")) {
-		snprintf(out, outlen, "NEVER");
-		return 0;
-	}
-	bool success = false, failure = false, delay = false;
-	struct strlist items = { 0 };
-	strlist_split(&items, v, false);
-	int rc = items.n > 0 ? 0 : -1;
-	for (size_t i = 0; i < items.n; i++) {
-		if (str_ieq(items.v[i], "SUCCESS"))
-			success = true;
-		else if (str_ieq(items.v[i], "FAILURE"))
-			failure = true;
-		else if (str_ieq(items.v[i], "DELAY"))
-			delay = true;
-		else
-			rc = -1; /* includes NEVER combined with others */
-	}
-	strlist_free(&items);
-	if (rc < 0)
-		return -1;
-	snprintf(out, outlen, "%s%s%s%s%s", success ? "SUCCESS" : "",
-		 success && (failure || delay) ? "," : "", failure ? "FAILURE" : "",
-		 failure && delay ? "," : "", delay ? "DELAY" : "");
-	return 0;
-}
-
 static bool seen_param(const struct smtp_cmd *cmd, size_t upto, const char *key)
 {
 	for (size_t i = 0; i < upto; i++)
@@ -233,6 +201,13 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 	}
 	if (s->state != SMTP_STATE_READY) {
 		reply(out, "503 5.5.1 Nested MAIL command");
+		return client_error(s, out);
+	}
+	if (s->cfg->submission && s->auth_user[0] == '\0') {
+		if (!s->tls)
+			reply(out, "530 5.7.0 Must issue a STARTTLS command first");
+		else
+			reply(out, "530 5.7.0 Authentication required");
 		return client_error(s, out);
 	}
 	if (!s->esmtp && cmd->nparams > 0) {
@@ -281,11 +256,21 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 			ret = str_ieq(p->value, "FULL") ? "FULL" : "HDRS";
 		} else if (str_ieq(p->key, "ENVID")) {
 			/* RFC 3461 4.4: xtext, at most 100 characters */
-			if (p->value == NULL || strlen(p->value) > 100 || !valid_xtext(p->value)) {
+			if (p->value == NULL || strlen(p->value) > 100 || !smtp_valid_xtext(p->value)) {
 				reply(out, "501 5.5.4 Bad ENVID (xtext of at most 100 characters)");
 				return client_error(s, out);
 			}
 			envid = p->value;
+		} else if (str_ieq(p->key, "AUTH") && s->cfg->auth_available) {
+			/* RFC 4954 5: AUTH=<> or AUTH=xtext from an authenticated
+			 * client. We record who authenticated ourselves, so the
+			 * value is checked for syntax and otherwise ignored. */
+			if (p->value == NULL ||
+			    (strcmp(p->value, "<>") != 0 &&
+			     (strlen(p->value) > 500 || !smtp_valid_xtext(p->value)))) {
+				reply(out, "501 5.5.4 Bad AUTH parameter (<> or xtext)");
+				return client_error(s, out);
+			}
 		} else if (str_ieq(p->key, "REQUIRETLS")) {
 			/* RFC 8689 section 4: only valid on a TLS session, where we
 			 * advertised it. 5.7.10 = Encryption needed. */
@@ -307,6 +292,23 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 		reply(out, "553 5.6.7 Non-ASCII sender address needs the SMTPUTF8 parameter");
 		return client_error(s, out);
 	}
+	if (s->auth_user[0] == '\0' && s->client_trusted && cmd->path.domain[0] != '\0' &&
+	    s->cfg->sender_domains != NULL && s->cfg->sender_domains->n > 0 &&
+	    !strlist_contains_ci(s->cfg->sender_domains, cmd->path.domain)) {
+		char q[300];
+		log_warn("smtpd", "client=%s sender refused from=<%s>: domain not in [server] sender_domains",
+			 s->client_addr, str_quote(q, sizeof(q), cmd->path.addr));
+		reply(out, "553 5.7.1 <%s>: Sender address rejected: this relay does not send mail from %s",
+		      cmd->path.addr, cmd->path.domain);
+		return SMTP_ACT_NONE;
+	}
+	if (s->cfg->message_allowed != NULL &&
+	    !s->cfg->message_allowed(s->cfg->hook_arg, s->client_addr)) {
+		log_warn("smtpd", "client=%s message rate limit reached", s->client_addr);
+		reply(out, "450 4.7.1 Too many messages from [%s] in the last minute; try again later",
+		      s->client_addr);
+		return SMTP_ACT_NONE;
+	}
 	s->flags = flags;
 	s->sender = xstrdup(cmd->path.addr);
 	s->ret = xstrdup(ret);
@@ -314,8 +316,9 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 	/* [requiretls] require_for: the client, user or sender may make this
 	 * transaction REQUIRETLS whatever the MAIL FROM said. */
 	if (s->cfg->requiretls_rules != NULL && !(flags & MSG_REQUIRETLS))
-		s->rtls_rule = rtls_rules_match_sender(s->cfg->requiretls_rules, s->client_addr, "",
-						       s->sender, s->rtls_why, sizeof(s->rtls_why));
+		s->rtls_rule = rtls_rules_match_sender(s->cfg->requiretls_rules, s->client_addr,
+						       s->auth_user, s->sender, s->rtls_why,
+						       sizeof(s->rtls_why));
 	if (s->cfg->new_qid != NULL)
 		s->cfg->new_qid(s->qid);
 	else
@@ -363,7 +366,7 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 			return client_error(s, out);
 		}
 		if (str_ieq(p->key, "NOTIFY")) {
-			if (p->value == NULL || parse_notify(p->value, notify, sizeof(notify)) < 0) {
+			if (p->value == NULL || smtp_parse_notify(p->value, notify, sizeof(notify)) < 0) {
 				reply(out, "501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY");
 				return client_error(s, out);
 			}
@@ -371,7 +374,7 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 			/* RFC 3461 4.2: addr-type ";" xtext */
 			const char *semi = p->value ? strchr(p->value, ';') : NULL;
 			if (semi == NULL || semi == p->value || strlen(p->value) > 500 ||
-			    !valid_xtext(semi + 1)) {
+			    !smtp_valid_xtext(semi + 1)) {
 				reply(out, "501 5.5.4 Bad ORCPT (addr-type;xtext)");
 				return client_error(s, out);
 			}
@@ -395,7 +398,7 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 		reply(out, "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8 in MAIL FROM");
 		return client_error(s, out);
 	}
-	if (!s->client_trusted && !accepted_domain(s, cmd->path.domain)) {
+	if (!s->client_trusted && s->auth_user[0] == '\0' && !accepted_domain(s, cmd->path.domain)) {
 		char from[300], to[300];
 		log_warn("smtpd", "id=%s client=%s relay denied from=<%s> to=<%s>", s->qid,
 			 s->client_addr, s->sender[0] ? str_quote(from, sizeof(from), s->sender) : "",
@@ -405,6 +408,8 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 	}
 	if (s->rcpts.n >= s->cfg->max_recipients) {
 		reply(out, "452 4.5.3 Too many recipients");
+		if (++s->excess_rcpts > MAX_EXCESS_RECIPIENTS)
+			return client_error(s, out);
 		return SMTP_ACT_NONE;
 	}
 	bool rcpt_rule = false;
@@ -490,10 +495,167 @@ static enum smtp_action do_starttls(struct smtp_session *s, struct buf *out)
 	return SMTP_ACT_STARTTLS;
 }
 
+/* --- SMTP AUTH (RFC 4954) ---------------------------------------------- */
+
+static enum smtp_action auth_fail_syntax(struct smtp_session *s, enum sasl_status st,
+					 struct buf *out)
+{
+	auth_wipe(s);
+	s->auth_step = SMTP_AUTH_NONE;
+	if (st == SASL_BAD_BASE64)
+		reply(out, "501 5.5.2 Cannot decode the response (base64)");
+	else if (st == SASL_AUTHZID)
+		reply(out, "535 5.7.8 Authentication credentials invalid (authorization identity not allowed)");
+	else
+		reply(out, "501 5.5.2 Malformed authentication response");
+	return client_error(s, out);
+}
+
+/* Both credentials are known: hand them to the I/O layer. */
+static enum smtp_action auth_check(struct smtp_session *s)
+{
+	s->auth_step = SMTP_AUTH_CHECKING;
+	return SMTP_ACT_AUTH_CHECK;
+}
+
+static enum smtp_action auth_response(struct smtp_session *s, const char *line, struct buf *out)
+{
+	if (strcmp(line, "*") == 0) {
+		auth_wipe(s);
+		s->auth_step = SMTP_AUTH_NONE;
+		reply(out, "501 5.0.0 Authentication cancelled");
+		return client_error(s, out);
+	}
+	enum sasl_status st;
+	switch (s->auth_step) {
+	case SMTP_AUTH_PLAIN:
+		st = sasl_plain_decode(line, s->auth_name, s->auth_pass);
+		if (st != SASL_OK)
+			return auth_fail_syntax(s, st, out);
+		return auth_check(s);
+	case SMTP_AUTH_LOGIN_USER:
+		st = sasl_login_decode(line, s->auth_name, 1);
+		if (st != SASL_OK)
+			return auth_fail_syntax(s, st, out);
+		s->auth_step = SMTP_AUTH_LOGIN_PASS;
+		reply(out, "334 UGFzc3dvcmQ6"); /* "Password:" */
+		return SMTP_ACT_NONE;
+	case SMTP_AUTH_LOGIN_PASS:
+		st = sasl_login_decode(line, s->auth_pass, 0);
+		if (st != SASL_OK)
+			return auth_fail_syntax(s, st, out);
+		return auth_check(s);
+	default:
+		return SMTP_ACT_NONE;
+	}
+}
+
+static enum smtp_action do_auth(struct smtp_session *s, struct smtp_cmd *cmd, struct buf *out)
+{
+	if (!s->cfg->auth_available) {
+		reply(out, "502 5.5.1 AUTH not available on this port");
+		return client_error(s, out);
+	}
+	if (!s->tls) {
+		reply(out, "538 5.7.11 Encryption required for requested authentication mechanism");
+		return client_error(s, out);
+	}
+	if (!s->esmtp) {
+		reply(out, "503 5.5.1 Send EHLO first");
+		return client_error(s, out);
+	}
+	if (s->auth_user[0] != '\0') {
+		reply(out, "503 5.5.1 Already authenticated");
+		return client_error(s, out);
+	}
+	if (s->state != SMTP_STATE_READY) {
+		reply(out, "503 5.5.1 AUTH not allowed during a mail transaction");
+		return client_error(s, out);
+	}
+	/* "AUTH mechanism [initial-response]" */
+	char *mech = cmd->arg;
+	char *resp = mech;
+	while (*resp != '\0' && *resp != ' ')
+		resp++;
+	if (*resp == ' ') {
+		*resp++ = '\0';
+		while (*resp == ' ')
+			resp++;
+	}
+	if (*mech == '\0') {
+		reply(out, "501 5.5.4 AUTH needs a mechanism (PLAIN or LOGIN)");
+		return client_error(s, out);
+	}
+	if (str_ieq(mech, "PLAIN")) {
+		s->auth_step = SMTP_AUTH_PLAIN;
+		if (*resp == '\0') {
+			reply(out, "334 ");
+			return SMTP_ACT_NONE;
+		}
+		/* RFC 4954 4: "=" is an empty initial response */
+		return auth_response(s, strcmp(resp, "=") == 0 ? "" : resp, out);
+	}
+	if (str_ieq(mech, "LOGIN")) {
+		s->auth_step = SMTP_AUTH_LOGIN_USER;
+		if (*resp == '\0') {
+			reply(out, "334 VXNlcm5hbWU6"); /* "Username:" */
+			return SMTP_ACT_NONE;
+		}
+		return auth_response(s, resp, out);
+	}
+	reply(out, "504 5.5.4 Unrecognized authentication type (use PLAIN or LOGIN)");
+	return client_error(s, out);
+}
+
+const char *smtp_session_auth_user(const struct smtp_session *s)
+{
+	return s->auth_name;
+}
+
+const char *smtp_session_auth_password(const struct smtp_session *s)
+{
+	return s->auth_pass;
+}
+
+void smtp_session_auth_checked(struct smtp_session *s, enum smtp_auth_result result,
+			       struct buf *out)
+{
+	if (s->auth_step != SMTP_AUTH_CHECKING)
+		return;
+	s->auth_step = SMTP_AUTH_NONE;
+	char q[300];
+	str_quote(q, sizeof(q), s->auth_name);
+	switch (result) {
+	case SMTP_AUTH_OK:
+		snprintf(s->auth_user, sizeof(s->auth_user), "%s", s->auth_name);
+		log_info("smtpd", "client=%s auth=ok user=%s", s->client_addr, q);
+		reply(out, "235 2.7.0 Authentication successful");
+		break;
+	case SMTP_AUTH_FAILED:
+		log_warn("smtpd", "client=%s auth=failed user=%s", s->client_addr, q);
+		reply(out, "535 5.7.8 Authentication credentials invalid");
+		auth_wipe(s);
+		(void)client_error(s, out);
+		return;
+	case SMTP_AUTH_LOCKED:
+		log_warn("smtpd", "client=%s auth=locked user=%s: too many failed attempts from this address",
+			 s->client_addr, q);
+		reply(out, "421 4.7.0 %s Too many failed authentication attempts; try again later",
+		      s->cfg->hostname);
+		session_set_state(s, SMTP_STATE_CLOSED);
+		break;
+	case SMTP_AUTH_TEMPFAIL:
+		log_warn("smtpd", "client=%s auth=tempfail user=%s", s->client_addr, q);
+		reply(out, "454 4.7.0 Temporary authentication failure");
+		break;
+	}
+	auth_wipe(s);
+}
+
 static void do_help(struct buf *out)
 {
 	reply(out, "214-2.0.0 strictrelay: an SMTP relay that enforces transport security");
-	reply(out, "214-2.0.0 Commands: EHLO HELO STARTTLS MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
+	reply(out, "214-2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
 	reply(out, "214-2.0.0 MAIL FROM:<address> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8] [REQUIRETLS] [RET=FULL|HDRS] [ENVID=x]");
 	reply(out, "214 2.0.0 RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;x]");
 }
@@ -525,6 +687,9 @@ enum smtp_action smtp_session_command(struct smtp_session *s, char *line, struct
 {
 	if (s->state == SMTP_STATE_CLOSED)
 		return SMTP_ACT_CLOSE;
+	if (s->auth_step == SMTP_AUTH_PLAIN || s->auth_step == SMTP_AUTH_LOGIN_USER ||
+	    s->auth_step == SMTP_AUTH_LOGIN_PASS)
+		return auth_response(s, line, out);
 	struct smtp_cmd cmd;
 	enum smtp_parse_status st = smtp_parse_command(line, &cmd);
 	if (st != SMTP_PARSE_OK)
@@ -561,8 +726,9 @@ enum smtp_action smtp_session_command(struct smtp_session *s, char *line, struct
 		return SMTP_ACT_NONE;
 	case SMTP_VERB_STARTTLS:
 		return do_starttls(s, out);
-	case SMTP_VERB_EXPN:
 	case SMTP_VERB_AUTH:
+		return do_auth(s, &cmd, out);
+	case SMTP_VERB_EXPN:
 	case SMTP_VERB_BDAT:
 	case SMTP_VERB_ETRN:
 	case SMTP_VERB_TURN:
@@ -642,6 +808,8 @@ static void build_received(struct smtp_session *s, struct buf *hdr)
 		proto = "SMTP";
 	else if (utf8)
 		proto = s->tls ? "UTF8SMTPS" : "UTF8SMTP";
+	else if (s->auth_user[0] != '\0')
+		proto = s->tls ? "ESMTPSA" : "ESMTPA"; /* RFC 3848 */
 	else
 		proto = s->tls ? "ESMTPS" : "ESMTP";
 	char date[64];
@@ -734,7 +902,7 @@ enum smtp_action smtp_session_data_end(struct smtp_session *s, struct buf *out)
 	m->client_addr = xstrdup(s->client_addr);
 	m->client_helo = xstrdup(s->helo ? s->helo : "");
 	m->client_tls = xstrdup(s->tls ? s->tls_info : "");
-	m->auth_user = xstrdup("");
+	m->auth_user = xstrdup(s->auth_user);
 	buf_free(&s->message);
 	s->ready = m;
 	session_set_state(s, SMTP_STATE_QUEUEING);
@@ -759,12 +927,21 @@ void smtp_session_queued(struct smtp_session *s, bool ok, struct buf *out)
 	transaction_reset(s);
 }
 
+void smtp_session_queue_full(struct smtp_session *s, struct buf *out)
+{
+	reply(out, "452 4.3.1 Insufficient system storage; try again later");
+	transaction_reset(s);
+}
+
 void smtp_session_tls_started(struct smtp_session *s, const char *tls_info)
 {
 	transaction_reset(s);
 	free(s->helo);
 	s->helo = NULL;
 	s->esmtp = false;
+	s->auth_user[0] = '\0';
+	s->auth_step = SMTP_AUTH_NONE;
+	auth_wipe(s);
 	s->tls = true;
 	snprintf(s->tls_info, sizeof(s->tls_info), "%s", tls_info);
 	session_set_state(s, SMTP_STATE_CONNECTED);

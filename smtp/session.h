@@ -24,6 +24,12 @@
  *                      mail, then call smtp_session_rcpt_checked(), which
  *                      writes the 250 or the 550 5.7.30. Read no further
  *                      commands until then.
+ *   SMTP_ACT_AUTH_CHECK (AUTH, RFC 4954) no reply yet: check the password of
+ *                      smtp_session_auth_user() (off the event loop: it is
+ *                      a deliberately slow KDF), then call
+ *                      smtp_session_auth_checked(), which writes the 235 or
+ *                      the 535 and wipes the password. Read no further
+ *                      commands until then.
  *   SMTP_ACT_CLOSE     flush out and close the connection.
  *
  * State only changes in session_set_state() (logged at debug level).
@@ -37,6 +43,7 @@
 #include "policy/requiretls.h"
 #include "queue/message.h"
 #include "smtp/data.h"
+#include "smtp/sasl.h"
 #include "mta/util.h"
 
 /* Settings shared by every session of a listener; borrowed, must outlive it. */
@@ -50,6 +57,17 @@ struct smtp_session_config {
 	const struct strlist *accept_domains; /* may be NULL */
 	const struct rtls_rules *requiretls_rules; /* may be NULL */
 	bool requiretls_preflight;            /* RCPT checks for REQUIRETLS transactions */
+	/* Submission listeners: MAIL needs a successful AUTH first. */
+	bool submission;
+	/* A users file is loaded: offer AUTH PLAIN LOGIN inside TLS. */
+	bool auth_available;
+	/* Unauthenticated relay clients may only use these sender domains
+	 * (NULL or empty: any). */
+	const struct strlist *sender_domains;
+	/* Per-client message rate ([server] max_messages_per_minute): called at
+	 * each MAIL; false = refuse it with a 450. NULL = no limit. */
+	bool (*message_allowed)(void *arg, const char *client_addr);
+	void *hook_arg;
 	/* Queue id source; NULL = qid_generate (tests pass a fixed one). */
 	void (*new_qid)(char out[QID_LEN + 1]);
 };
@@ -70,7 +88,23 @@ enum smtp_action {
 	SMTP_ACT_DATA,
 	SMTP_ACT_ENQUEUE,
 	SMTP_ACT_RCPT_CHECK,
+	SMTP_ACT_AUTH_CHECK,
 	SMTP_ACT_CLOSE,
+};
+
+enum smtp_auth_step {
+	SMTP_AUTH_NONE,
+	SMTP_AUTH_PLAIN,      /* "334 " sent, waiting for the PLAIN response */
+	SMTP_AUTH_LOGIN_USER, /* "334 VXNlcm5hbWU6" sent */
+	SMTP_AUTH_LOGIN_PASS, /* "334 UGFzc3dvcmQ6" sent */
+	SMTP_AUTH_CHECKING,   /* SMTP_ACT_AUTH_CHECK returned */
+};
+
+enum smtp_auth_result {
+	SMTP_AUTH_OK,
+	SMTP_AUTH_FAILED,     /* wrong user or password: 535 5.7.8 */
+	SMTP_AUTH_LOCKED,     /* too many failures from this client: 421 4.7.0 */
+	SMTP_AUTH_TEMPFAIL,   /* could not check: 454 4.7.0 */
 };
 
 struct smtp_session {
@@ -83,6 +117,12 @@ struct smtp_session {
 	char tls_info[160];      /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	char *helo;              /* sanitised HELO/EHLO argument */
 	unsigned errors;
+	unsigned excess_rcpts;   /* RCPTs refused with 452 4.5.3 */
+	/* SMTP AUTH */
+	char auth_user[SASL_MAX_FIELD + 1];   /* "" = not authenticated */
+	enum smtp_auth_step auth_step;
+	char auth_name[SASL_MAX_FIELD + 1];   /* the user being checked */
+	char auth_pass[SASL_MAX_FIELD + 1];   /* wiped after the check */
 	/* the transaction */
 	char qid[QID_LEN + 1];
 	char *sender;
@@ -131,8 +171,20 @@ const char *smtp_session_pending_domain(const struct smtp_session *s);
 void smtp_session_rcpt_checked(struct smtp_session *s, bool refuse, const char *reason,
 			       struct buf *out);
 
+/* SMTP_ACT_AUTH_CHECK: the credentials to check. */
+const char *smtp_session_auth_user(const struct smtp_session *s);
+const char *smtp_session_auth_password(const struct smtp_session *s);
+
+/* The password check's verdict (wipes the password). */
+void smtp_session_auth_checked(struct smtp_session *s, enum smtp_auth_result result,
+			       struct buf *out);
+
 /* The store's verdict on the message taken above. */
 void smtp_session_queued(struct smtp_session *s, bool ok, struct buf *out);
+
+/* The store could not take it for lack of disk space: 452 4.3.1 (RFC 3463
+ * "mail system full"), a temporary failure the client retries later. */
+void smtp_session_queue_full(struct smtp_session *s, struct buf *out);
 
 /* TLS is up: forget everything learnt before it (RFC 3207 4.2). */
 void smtp_session_tls_started(struct smtp_session *s, const char *tls_info);

@@ -308,6 +308,7 @@ struct update_op {
 	char *state;
 	char *result;
 	int64_t next_attempt;
+	struct run *run; /* a run waiting for the commit, or NULL (retries) */
 };
 
 static int update_exec(struct store_tx *tx, void *data, char *err, size_t errlen)
@@ -337,20 +338,37 @@ static int update_exec(struct store_tx *tx, void *data, char *err, size_t errlen
 	return store_tx_step_done(tx, st, err, errlen);
 }
 
+static void post_next(struct run *r);
+
 static void update_done(void *arg, int status, const char *error)
 {
 	struct update_op *op = arg;
+	struct run *r = op->run;
 	if (status != 0)
 		log_error("tlsrpt", "cannot record a report delivery: %s", error ? error : "?");
 	free(op->state);
 	free(op->result);
 	free(op);
+	if (r == NULL)
+		return;
+	/* The run goes on only once the outcome is on disk, so its "done" line
+	 * describes committed state. */
+	r->saving = false;
+	if (r->aborted)
+		run_finish(r);
+	else
+		post_next(r);
 }
 
-static void record_attempt(struct store *st, int64_t delivery, int64_t report, const char *state,
-			   const char *result, int64_t next_attempt)
+/* Records an HTTPS attempt; with run set, the run continues (post_next)
+ * once it is committed. */
+static void record_attempt(struct store *st, struct run *run, int64_t delivery, int64_t report,
+			   const char *state, const char *result, int64_t next_attempt)
 {
 	struct update_op *op = xcalloc(1, sizeof(*op));
+	op->run = run;
+	if (run != NULL)
+		run->saving = true;
 	op->delivery = delivery;
 	op->report = report;
 	op->state = xstrdup(state);
@@ -408,8 +426,6 @@ static int split_https(const char *uri, char *host, size_t hostlen, uint16_t *po
 
 /* --- posting ---------------------------------------------------------------- */
 
-static void post_next(struct run *r);
-
 static void on_posted(void *arg, const struct https_response *res)
 {
 	struct run *r = arg;
@@ -419,9 +435,8 @@ static void on_posted(void *arg, const struct https_response *res)
 	d->state = https_outcome(res, 0, now, now, &next, d->result, sizeof(d->result));
 	log_info("tlsrpt", "day=%s domain=%s report_id=%s rua=%s status=%s result=\"%s\"", r->day_text,
 		 r->domain, r->report_id, d->rua, d->state, d->result);
-	record_attempt(r->env.store, d->rowid, r->report_rowid, d->state, d->result, next);
 	r->posting++;
-	post_next(r);
+	record_attempt(r->env.store, r, d->rowid, r->report_rowid, d->state, d->result, next);
 }
 
 static void post_next(struct run *r)
@@ -453,9 +468,9 @@ static void post_next(struct run *r)
 	if (split_https(d->rua, host, sizeof(host), &port, path, sizeof(path)) < 0) {
 		d->state = "failed";
 		snprintf(d->result, sizeof(d->result), "not an https URI");
-		record_attempt(r->env.store, d->rowid, r->report_rowid, d->state, d->result, now_unix());
 		r->posting++;
-		post_next(r);
+		record_attempt(r->env.store, r, d->rowid, r->report_rowid, d->state, d->result,
+			       now_unix());
 		return;
 	}
 	struct https_request req = {
@@ -946,7 +961,7 @@ static void on_retried(void *arg, const struct https_response *res)
 					  sizeof(result));
 	log_info("tlsrpt", "retry rua=%s attempt=%d status=%s result=\"%s\"", t->rua, t->attempts + 1,
 		 state, result);
-	record_attempt(d->env.store, t->delivery, t->report, state, result, next);
+	record_attempt(d->env.store, NULL, t->delivery, t->report, state, result, next);
 	retry_unlink(t);
 	retry_free(t);
 	d->retries--;
@@ -977,7 +992,7 @@ static void retry_due(struct tlsrpt_daemon *d, sqlite3 *db)
 		char host[256], path[1024];
 		uint16_t port;
 		if (split_https(t->rua, host, sizeof(host), &port, path, sizeof(path)) < 0) {
-			record_attempt(d->env.store, t->delivery, t->report, "failed", "not an https URI",
+			record_attempt(d->env.store, NULL, t->delivery, t->report, "failed", "not an https URI",
 				       now_unix());
 			retry_free(t);
 			continue;

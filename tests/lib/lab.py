@@ -1410,7 +1410,9 @@ class Relay:
         cert, key = lab.ca.issue("relay.test")
         self.config = {
             "server": {"hostname": "relay.test", "listen": "%s:%d" % (self.ip, self.port),
-                       "tls_cert": cert, "tls_key": key, "relay_networks": "127.0.0.0/8"},
+                       "tls_cert": cert, "tls_key": key, "relay_networks": "127.0.0.0/8",
+                       # tests run as root; test_smarthost covers [server] user
+                       "run_as_root": "yes"},
             "queue": {"state_dir": self.state_dir},
             "delivery": {"dns_servers": lab.dns.server, "ca_file": lab.ca.file,
                          "smtp_port": SMTP_PORT},
@@ -1448,6 +1450,7 @@ class Relay:
         out = []
         srv = self.config.get("server", {})
         for key, sec in (("listen", srv), ("submission_listen", srv),
+                         ("submission_tls_listen", srv),
                          ("listen", self.config.get("metrics", {}))):
             for item in _ini_value(sec.get(key, "")).split(","):
                 item = item.strip()

@@ -1282,7 +1282,18 @@ static void test_example_config(void)
 			fprintf(stderr, "example config lacks: %s\n", line);
 		CHECK(strstr(line, "# default") == NULL);
 	}
-	CHECK_INT(nkeys, 43); /* every key of the table, each set in the example */
+	free(printed);
+	/* every key of the table: as many as a default configuration prints */
+	struct config def;
+	config_init(&def);
+	printed = print_to_string(&def);
+	size_t ntable = 0;
+	for (char *line = strtok(printed, "\n"); line != NULL; line = strtok(NULL, "\n"))
+		if (strstr(line, " = ") != NULL)
+			ntable++;
+	CHECK(ntable > 40);
+	CHECK_INT(nkeys, ntable + c.nroutes);
+	config_free(&def);
 	free(printed);
 	config_free(&c);
 	free(path);

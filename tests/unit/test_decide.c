@@ -144,6 +144,21 @@ static void test_mx_candidate(void)
 	req.tls_required_no = true;
 	decide_mx(&req, "mx1.evil.test", &v);
 	CHECK_INT(v.result, DECIDE_OK);
+	/* REQUIRETLS: a mismatch is permanent, unless the cached policy may be
+	 * outdated (a newer one could not be fetched): then it is temporary */
+	req.tls_required_no = false;
+	req.requiretls = true;
+	decide_mx(&req, "mx1.evil.test", &v);
+	CHECK_INT(v.result, DECIDE_NEXT_MX);
+	CHECK(v.permanent);
+	CHECK_STR(v.status, "5.7.30");
+	req.sts_stale = true;
+	decide_mx(&req, "mx1.evil.test", &v);
+	CHECK_INT(v.result, DECIDE_NEXT_MX);
+	CHECK(!v.permanent);
+	CHECK_STR(v.status, "4.7.5");
+	decide_mx(&req, "mx1.example.com", &v);
+	CHECK_INT(v.result, DECIDE_OK);
 	strlist_free(&mx);
 }
 

@@ -367,6 +367,140 @@ static void test_too_many_errors(void)
 	finish();
 }
 
+/* AUTH PLAIN "\0alice\0secret" and LOGIN "alice" / "secret" */
+#define PLAIN_ALICE "AGFsaWNlAHNlY3JldA=="
+
+static bool rate_ok;
+static bool rate_hook(void *arg, const char *client)
+{
+	(void)arg;
+	CHECK_STR(client, "192.0.2.7");
+	return rate_ok;
+}
+
+static void start_submission(struct smtp_session_config *sub, bool tls)
+{
+	*sub = cfg;
+	sub->submission = true;
+	sub->auth_available = true;
+	buf_init(&out, 0);
+	smtp_session_init(&s, sub, "192.0.2.7", false);
+	if (tls)
+		smtp_session_tls_started(&s, "TLSv1.3 TLS_AES_256_GCM_SHA384");
+}
+
+static void test_auth_needs_tls(void)
+{
+	struct smtp_session_config sub;
+	start_submission(&sub, false);
+	const char *r = cmd("EHLO c");
+	CHECK(strstr(r, "AUTH") == NULL);
+	CHECK(strstr(r, "STARTTLS") != NULL);
+	CHECK_REPLY("AUTH PLAIN " PLAIN_ALICE, "538 5.7.11");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "530 5.7.0 Must issue a STARTTLS");
+	finish();
+	/* port 25 (not submission): no AUTH at all, even inside TLS */
+	buf_init(&out, 0);
+	smtp_session_init(&s, &cfg, "192.0.2.7", true);
+	smtp_session_tls_started(&s, "TLSv1.3 X");
+	r = cmd("EHLO c");
+	CHECK(strstr(r, "AUTH") == NULL);
+	CHECK_REPLY("AUTH PLAIN " PLAIN_ALICE, "502 5.5.1");
+	finish();
+}
+
+static void test_auth_plain(void)
+{
+	struct smtp_session_config sub;
+	start_submission(&sub, true);
+	const char *r = cmd("EHLO c");
+	CHECK(strstr(r, "250-AUTH PLAIN LOGIN\r\n") != NULL);
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "530 5.7.0 Authentication required");
+	CHECK_REPLY("AUTH CRAM-MD5", "504 5.5.4");
+	CHECK_REPLY("AUTH PLAIN !!!!", "501 5.5.2");
+	/* authzid differs from authcid: "bob\0alice\0secret" */
+	CHECK_REPLY("AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==", "535 5.7.8");
+	CHECK_REPLY("AUTH PLAIN " PLAIN_ALICE, "");
+	CHECK_INT(last_action, SMTP_ACT_AUTH_CHECK);
+	CHECK_STR(smtp_session_auth_user(&s), "alice");
+	CHECK_STR(smtp_session_auth_password(&s), "secret");
+	buf_reset(&out);
+	smtp_session_auth_checked(&s, SMTP_AUTH_FAILED, &out);
+	CHECK(strncmp(out.data, "535 5.7.8", 9) == 0);
+	CHECK_STR(smtp_session_auth_password(&s), "");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "530 5.7.0");
+	/* two-step PLAIN */
+	CHECK_REPLY("AUTH PLAIN", "334 ");
+	CHECK_REPLY(PLAIN_ALICE, "");
+	CHECK_INT(last_action, SMTP_ACT_AUTH_CHECK);
+	buf_reset(&out);
+	smtp_session_auth_checked(&s, SMTP_AUTH_OK, &out);
+	CHECK(strncmp(out.data, "235 2.7.0", 9) == 0);
+	CHECK_STR(s.auth_user, "alice");
+	r = cmd("EHLO c");
+	CHECK(strstr(r, "AUTH") == NULL); /* no second AUTH */
+	CHECK_REPLY("AUTH PLAIN " PLAIN_ALICE, "503 5.5.1");
+	/* authenticated: relays anywhere, the Received: says ESMTPSA */
+	CHECK_REPLY("MAIL FROM:<a@example.org> AUTH=<>", "250 ");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "250 2.1.5");
+	CHECK_REPLY("DATA", "354");
+	CHECK_INT(feed_data("Subject: x\r\n\r\nhi\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+	struct queued_message *m = smtp_session_take_message(&s);
+	REQUIRE(m != NULL);
+	CHECK_STR(m->auth_user, "alice");
+	CHECK(strstr(m->body, "with ESMTPSA") != NULL);
+	queued_message_free(m);
+	free(m);
+	finish();
+}
+
+static void test_auth_login_and_cancel(void)
+{
+	struct smtp_session_config sub;
+	start_submission(&sub, true);
+	cmd("EHLO c");
+	CHECK_REPLY("AUTH LOGIN", "334 VXNlcm5hbWU6");
+	CHECK_REPLY("*", "501 5.0.0");
+	CHECK_REPLY("AUTH LOGIN YWxpY2U=", "334 UGFzc3dvcmQ6");
+	CHECK_REPLY("c2VjcmV0", "");
+	CHECK_INT(last_action, SMTP_ACT_AUTH_CHECK);
+	CHECK_STR(smtp_session_auth_user(&s), "alice");
+	CHECK_STR(smtp_session_auth_password(&s), "secret");
+	buf_reset(&out);
+	smtp_session_auth_checked(&s, SMTP_AUTH_LOCKED, &out);
+	CHECK(strncmp(out.data, "421 4.7.0", 9) == 0);
+	CHECK_INT(s.state, SMTP_STATE_CLOSED);
+	finish();
+	/* STARTTLS forgets an earlier AUTH (RFC 3207 4.2) */
+	start_submission(&sub, true);
+	snprintf(s.auth_user, sizeof(s.auth_user), "alice");
+	smtp_session_tls_started(&s, "TLSv1.3 X");
+	CHECK_STR(s.auth_user, "");
+	finish();
+}
+
+static void test_sender_domains_and_rate(void)
+{
+	struct strlist senders = { 0 };
+	strlist_add(&senders, "example.org");
+	struct smtp_session_config c2 = cfg;
+	c2.sender_domains = &senders;
+	c2.message_allowed = rate_hook;
+	buf_init(&out, 0);
+	smtp_session_init(&s, &c2, "192.0.2.7", true);
+	cmd("EHLO c");
+	rate_ok = true;
+	CHECK_REPLY("MAIL FROM:<a@elsewhere.test>", "553 5.7.1");
+	CHECK_REPLY("MAIL FROM:<a@EXAMPLE.org>", "250 ");
+	cmd("RSET");
+	CHECK_REPLY("MAIL FROM:<>", "250 ");
+	cmd("RSET");
+	rate_ok = false;
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "450 4.7.1");
+	finish();
+	strlist_free(&senders);
+}
+
 int main(void)
 {
 	RUN(test_greeting_and_ehlo);
@@ -381,5 +515,9 @@ int main(void)
 	RUN(test_size_saturates);
 	RUN(test_dsn_parameters);
 	RUN(test_too_many_errors);
+	RUN(test_auth_needs_tls);
+	RUN(test_auth_plain);
+	RUN(test_auth_login_and_cancel);
+	RUN(test_sender_domains_and_rate);
 	TEST_EXIT();
 }
