@@ -6,10 +6,11 @@ set -eu
 BUILD_PKGS="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libc-ares-dev
 libcurl4-openssl-dev libsqlite3-dev zlib1g-dev openssl ca-certificates"
 # Real peers the test suite runs on loopback (see tests/lib/README.md);
+# clang and its runtimes for the fuzz smoke run (tests/fuzz/README.md);
 # groff for checking the man page (test_packaging).
 TEST_PKGS="python3 python3-aiosmtpd python3-dnslib dnsmasq-base nginx-light postfix swaks
 dnsutils postfix-mta-sts-resolver sqlite3 iproute2 procps util-linux curl
-python3-dkim python3-nacl groff-base"
+python3-dkim python3-nacl clang libclang-rt-14-dev groff-base"
 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$BUILD_PKGS $TEST_PKGS"
