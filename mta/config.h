@@ -90,6 +90,8 @@ struct config_server {
 	struct strlist sender_domains;  /* unauthenticated relay senders; empty = any */
 	unsigned max_connections_per_client; /* per client IP; default 50 */
 	unsigned max_messages_per_minute;    /* per client IP; 0 = no limit */
+	unsigned limit_prefix_v4;       /* the two limits above count per /N; default 32 */
+	unsigned limit_prefix_v6;       /* default 64 */
 	char *user;                     /* "" = do not drop privileges */
 	bool run_as_root;               /* allow serving as root after start; default no */
 	enum bare_newline_policy bare_newline; /* default reject */

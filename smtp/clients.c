@@ -1,6 +1,7 @@
 /* clients.c - see clients.h */
 #include "clients.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,33 @@ static size_t bucket_of(const char *addr)
 		h *= 16777619u;
 	}
 	return h % CLIENTS_BUCKETS;
+}
+
+void clients_limit_key(const char *addr, unsigned v4_prefix, unsigned v6_prefix,
+		       char out[CLIENTS_KEY_MAX])
+{
+	unsigned char a[16];
+	int family = AF_INET;
+	unsigned bits = 32, prefix = v4_prefix;
+	if (inet_pton(AF_INET, addr, a) != 1) {
+		family = AF_INET6;
+		bits = 128;
+		prefix = v6_prefix;
+		if (inet_pton(AF_INET6, addr, a) != 1)
+			prefix = bits = 0; /* not an IP: count it as it is */
+	}
+	if (prefix >= bits) {
+		snprintf(out, CLIENTS_KEY_MAX, "%s", addr);
+		return;
+	}
+	for (unsigned i = 0; i < bits / 8; i++) {
+		unsigned keep = prefix > i * 8 ? prefix - i * 8 : 0;
+		if (keep < 8)
+			a[i] &= (unsigned char)(0xff00u >> keep);
+	}
+	char text[INET6_ADDRSTRLEN];
+	inet_ntop(family, a, text, sizeof(text));
+	snprintf(out, CLIENTS_KEY_MAX, "%s/%u", text, prefix);
 }
 
 void clients_init(struct clients *t)

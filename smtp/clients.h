@@ -33,6 +33,16 @@ struct clients {
 	size_t n;
 };
 
+/*
+ * The key connection and message limits are counted under: the client's
+ * address masked to v4_prefix / v6_prefix bits ("192.0.2.0/24"), or the
+ * address itself for a full-length prefix (or text that is not an IP).
+ * out needs CLIENTS_KEY_MAX bytes.
+ */
+#define CLIENTS_KEY_MAX 64
+void clients_limit_key(const char *addr, unsigned v4_prefix, unsigned v6_prefix,
+		       char out[CLIENTS_KEY_MAX]);
+
 void clients_init(struct clients *t);
 void clients_free(struct clients *t);
 

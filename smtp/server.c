@@ -75,7 +75,8 @@ struct conn {
 	struct auth_work *auth; /* a password being checked */
 	enum listener_kind kind;
 	bool implicit_tls;    /* submissions: greet once the handshake is done */
-	bool counted;         /* counted in the per-client table */
+	bool counted;         /* counted in the per-client table under limit_key */
+	char limit_key[CLIENTS_KEY_MAX]; /* the client's network for the limits */
 	bool reading;
 	bool close_after_flush;
 	bool closing;         /* uv_close called */
@@ -150,7 +151,7 @@ static void conn_free(struct conn *c)
 		c->next->prev = c->prev;
 	srv->nconns--;
 	if (c->counted)
-		clients_disconnect(&srv->clients, c->peer, now_ms());
+		clients_disconnect(&srv->clients, c->limit_key, now_ms());
 	smtp_session_free(&c->sess);
 	tls_conn_free(&c->tls);
 	buf_free(&c->in);
@@ -687,6 +688,8 @@ static void on_connection(uv_stream_t *ls, int status)
 	c->kind = l->kind;
 	smtp_session_init(&c->sess, &srv->sess_cfg[l->kind], c->peer, trusted);
 
+	clients_limit_key(c->peer, srv->cfg->server.limit_prefix_v4,
+			  srv->cfg->server.limit_prefix_v6, c->limit_key);
 	uint64_t now = now_ms();
 	if (now - srv->last_sweep_ms > SWEEP_INTERVAL_MS) {
 		uint64_t keep = (uint64_t)srv->cfg->auth.failure_window * 1000;
@@ -700,7 +703,7 @@ static void on_connection(uv_stream_t *ls, int status)
 	} else if (srv->nconns > srv->cfg->server.max_connections) {
 		why = "too many connections";
 		reply = "Too many connections";
-	} else if (!clients_connect(&srv->clients, c->peer,
+	} else if (!clients_connect(&srv->clients, c->limit_key,
 				    srv->cfg->server.max_connections_per_client, now)) {
 		why = "too many connections from this client";
 		reply = "Too many connections from your address";
@@ -709,8 +712,9 @@ static void on_connection(uv_stream_t *ls, int status)
 	}
 	if (why != NULL) {
 		c->rejected = true;
-		log_warn("smtpd", "client=%s refused: %s (%u connections, %u from this client)", c->peer,
-			 why, srv->nconns - 1, clients_connections(&srv->clients, c->peer));
+		log_warn("smtpd", "client=%s refused: %s (%u connections, %u from %s)", c->peer, why,
+			 srv->nconns - 1, clients_connections(&srv->clients, c->limit_key),
+			 c->limit_key);
 		smtp_session_shutdown(&c->sess, &c->out, reply);
 		c->close_after_flush = true;
 		conn_flush(c);
@@ -748,8 +752,11 @@ static void on_listener_closed(uv_handle_t *h)
 static bool message_allowed(void *arg, const char *client_addr)
 {
 	struct smtp_server *srv = arg;
-	return clients_message(&srv->clients, client_addr,
-			       srv->cfg->server.max_messages_per_minute, now_ms());
+	char key[CLIENTS_KEY_MAX];
+	clients_limit_key(client_addr, srv->cfg->server.limit_prefix_v4,
+			  srv->cfg->server.limit_prefix_v6, key);
+	return clients_message(&srv->clients, key, srv->cfg->server.max_messages_per_minute,
+			       now_ms());
 }
 
 /* The per-listener session settings, from the current configuration. */

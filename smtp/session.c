@@ -305,7 +305,7 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 	if (s->cfg->message_allowed != NULL &&
 	    !s->cfg->message_allowed(s->cfg->hook_arg, s->client_addr)) {
 		log_warn("smtpd", "client=%s message rate limit reached", s->client_addr);
-		reply(out, "450 4.7.1 Too many messages from [%s] in the last minute; try again later",
+		reply(out, "450 4.7.1 Too many messages from [%s] (or its network) in the last minute; try again later",
 		      s->client_addr);
 		return SMTP_ACT_NONE;
 	}

@@ -234,6 +234,41 @@ class Smarthost(LabCase):
                 c.close()
         wait_for(fifth_ok, timeout=5, what="a new connection accepted")
 
+    def test_05b_network_limits(self):
+        """limit_prefix_v4 = 24: two addresses of one /24 are one client."""
+        r = self.lab.relay(server={"max_connections_per_client": 2, "limit_prefix_v4": 24,
+                                   "max_messages_per_minute": 2},
+                           mta_sts={"enabled": "no"}, tlsrpt={"enabled": "no"})
+        try:
+            a = RawClient(r.ip, r.port, source=self.lab.ip(0, 100))
+            b = RawClient(r.ip, r.port, source=self.lab.ip(0, 101))
+            self.assertTrue(rr(a).startswith("220"))
+            self.assertTrue(rr(b).startswith("220"))
+            c = RawClient(r.ip, r.port, source=self.lab.ip(0, 102))
+            self.assertTrue(rr(c).startswith("421 4.3.2"))
+            c.close()
+            r.wait_log(r"refused: too many connections from this client \(\d+ connections, 2 from "
+                       + self.lab.net.replace(".", r"\.") + r"0\.0/24\)")
+            for x in (a, b):
+                x.close()
+
+            def probe_ok():
+                p = RawClient(r.ip, r.port, source=self.lab.ip(0, 103))
+                try:
+                    return rr(p).startswith("220")
+                finally:
+                    p.close()
+            wait_for(probe_ok, timeout=5, what="the /24's connections freed")
+            # the message rate is shared by the /24 too
+            for i, src in enumerate((100, 101, 102)):
+                s = self.lab.smtp(r.ip, r.port, source_address=self.lab.ip(0, src))
+                s.ehlo()
+                code, text = s.mail("app@example.org")
+                self.assertEqual(code, 250 if i < 2 else 450, text)
+                s.quit()
+        finally:
+            self.assertEqual(r.stop(), 0)
+
     # -- limits for internal clients -----------------------------------------------
     def test_06_rate_limit_and_sender_domains(self):
         r = self.lab.relay(server={"max_messages_per_minute": 2,

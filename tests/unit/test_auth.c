@@ -140,6 +140,36 @@ static void test_users_file(void)
 	userdb_free(&db);
 }
 
+static void test_limit_key(void)
+{
+	char k[CLIENTS_KEY_MAX];
+	clients_limit_key("192.0.2.77", 32, 64, k);
+	CHECK_STR(k, "192.0.2.77");
+	clients_limit_key("192.0.2.77", 24, 64, k);
+	CHECK_STR(k, "192.0.2.0/24");
+	clients_limit_key("192.0.2.77", 20, 64, k);
+	CHECK_STR(k, "192.0.0.0/20");
+	clients_limit_key("10.255.255.255", 8, 64, k);
+	CHECK_STR(k, "10.0.0.0/8");
+	clients_limit_key("2001:db8:1:2:3:4:5:6", 32, 64, k);
+	CHECK_STR(k, "2001:db8:1:2::/64");
+	clients_limit_key("2001:db8:1:2:3:4:5:6", 32, 56, k);
+	CHECK_STR(k, "2001:db8:1::/56");
+	clients_limit_key("2001:db8::1", 32, 128, k);
+	CHECK_STR(k, "2001:db8::1");
+	clients_limit_key("unknown", 24, 64, k);
+	CHECK_STR(k, "unknown");
+	/* two addresses of one /24 share a connection limit */
+	struct clients t;
+	clients_init(&t);
+	char a[CLIENTS_KEY_MAX], b[CLIENTS_KEY_MAX];
+	clients_limit_key("198.51.100.1", 24, 64, a);
+	clients_limit_key("198.51.100.2", 24, 64, b);
+	CHECK(clients_connect(&t, a, 1, 0));
+	CHECK(!clients_connect(&t, b, 1, 0));
+	clients_free(&t);
+}
+
 static void test_client_limits(void)
 {
 	struct clients t;
@@ -199,6 +229,7 @@ int main(void)
 	RUN(test_hash_roundtrip);
 	RUN(test_hash_formats);
 	RUN(test_users_file);
+	RUN(test_limit_key);
 	RUN(test_client_limits);
 	TEST_EXIT();
 }
