@@ -307,6 +307,12 @@ int cli_main(int argc, char **argv, char **envp)
 		fputs(main_help, help || nrest > 0 ? stdout : stderr);
 		return help || nrest > 0 ? EXIT_OK : EXIT_USAGE;
 	}
+	/* "help COMMAND" is "COMMAND --help" */
+	if (nrest >= 2 && strcmp(rest[0], "help") == 0) {
+		memmove(rest, rest + 1, (size_t)nrest * sizeof(*rest));
+		nrest--;
+		help = true;
+	}
 	const struct command *cmd = NULL;
 	for (size_t i = 0; i < SR_ARRAY_LEN(commands); i++)
 		if (strcmp(commands[i].name, rest[0]) == 0)

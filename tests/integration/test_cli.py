@@ -88,7 +88,7 @@ class CLI(RelayCase):
         }
         for cmd, words in expect.items():
             # works without any readable config
-            for args in ([cmd, "--help"], [cmd, "-h"], ["--help", cmd],
+            for args in ([cmd, "--help"], [cmd, "-h"], ["--help", cmd], ["help", cmd],
                          ["-c", "/nonexistent.conf", cmd, "--help"]):
                 with self.subTest(args=args):
                     p = run(*args)
