@@ -241,6 +241,10 @@ hostname = bench.test
 listen = 127.0.0.1:{{port}}
 relay_networks = 127.0.0.0/8
 max_connections = {max_conn}
+# every benchmark client is 127.0.0.1: the per-client limit must not bite
+max_connections_per_client = {max_conn}
+# the benchmark runs as root, in a temp dir
+run_as_root = yes
 {tls}
 [queue]
 state_dir = {{dir}}/state
