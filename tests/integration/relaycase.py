@@ -32,6 +32,41 @@ def log_tail(relay, lines=40):
     return "\n".join("    | " + x for x in text)
 
 
+# One key=value pair of a relay log line; a value may be "quoted" (with \
+# escapes) or <bracketed>.
+KV_RE = re.compile(r'([A-Za-z_]+)=("(?:[^"\\]|\\.)*"|<[^>]*>|\S*)')
+
+
+def _unquote(v):
+    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", v[1:-1])
+    if len(v) >= 2 and v[0] == "<" and v[-1] == ">":
+        return v[1:-1]
+    return v
+
+
+def parse_kv(text):
+    """The key=value pairs of a relay log line, values unquoted."""
+    return {k: _unquote(v) for k, v in KV_RE.findall(text)}
+
+
+def check_relay_stopped_clean(case, r):
+    """For a test's cleanup: the relay is still alive (unless r.stopped_rc
+    holds the status of a stop the test made), exits 0 on SIGTERM, and
+    logged no sanitizer report and no error-level line."""
+    if getattr(r, "stopped_rc", None) is None:
+        case.assertTrue(r.running(), "relay %d died; log:\n%s" % (r.index, log_tail(r)))
+        r.stopped_rc = r.stop()
+    case.assertEqual(r.stopped_rc, 0, "relay %d exit status on SIGTERM; log:\n%s"
+                     % (r.index, log_tail(r)))
+    text = r.log_text()
+    m = SANITIZER_RE.search(text)
+    case.assertIsNone(m, "sanitizer report in relay %d log:\n%s"
+                      % (r.index, text[m.start():m.start() + 4000] if m else ""))
+    m = re.search(r"(?m)^\S+ (error|crit|fatal) .*$", text)
+    case.assertIsNone(m, "error-level line in relay %d log: %s" % (r.index, m.group(0) if m else ""))
+
+
 class RelayCase(LabCase):
     """One Lab per class (DNS only: nothing here delivers), one relay per test."""
 

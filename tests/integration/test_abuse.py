@@ -23,7 +23,6 @@ Run: meson test -C build abuse --print-errorlogs
 
 import os
 import re
-import socket
 import ssl
 import sys
 import threading

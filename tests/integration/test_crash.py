@@ -22,7 +22,6 @@ import random
 import re
 import signal
 import smtplib
-import socket
 import sys
 import threading
 import time

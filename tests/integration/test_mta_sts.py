@@ -146,11 +146,9 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
 from lab import Lab, LabCase, wait_for  # noqa: E402
+from relaycase import check_relay_stopped_clean, log_tail, parse_kv  # noqa: E402
 
 QID = r"[0-9A-Z]{12}"
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
-                          r"SUMMARY: (Address|Undefined|Leak)")
-KV_RE = re.compile(r'([A-Za-z_]+)=("(?:[^"\\]|\\.)*"|<[^>]*>|\S*)')
 POLICY_PATH = "/.well-known/mta-sts.txt"
 SENDER = "alice@sender.test"
 SENDER_MX = "mx1.sender.test"
@@ -190,22 +188,6 @@ def padded_policy(domain, total):
     text += b"x-pad: " + b"a" * (room - 9) + b"\r\n"
     assert len(text) == total, len(text)
     return text
-
-
-def _unquote(v):
-    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", v[1:-1])
-    if len(v) >= 2 and v[0] == "<" and v[-1] == ">":
-        return v[1:-1]
-    return v
-
-
-def parse_kv(text):
-    return {k: _unquote(v) for k, v in KV_RE.findall(text)}
-
-
-def log_tail(relay, lines=40):
-    return "\n".join("    | " + x for x in relay.log_text().splitlines()[-lines:])
 
 
 def make_msg(msgid, rcpt, extra=""):
@@ -444,18 +426,7 @@ class MtaStsTest(LabCase):
         self.assertEqual(rc, 0, "relay %d exit status on SIGTERM; log:\n%s" % (r.index, log_tail(r)))
 
     def check_relay_end(self, r):
-        """The relay is still alive, exits 0 on SIGTERM, and logged no sanitizer
-        report and no error-level line."""
-        if r.stopped_rc is None:
-            self.assertTrue(r.running(), "relay %d died; log:\n%s" % (r.index, log_tail(r)))
-            r.stopped_rc = r.stop()
-        self.assertEqual(r.stopped_rc, 0, "relay %d exit status on SIGTERM; log:\n%s" % (r.index, log_tail(r)))
-        text = r.log_text()
-        m = SANITIZER_RE.search(text)
-        self.assertIsNone(m, "sanitizer report in relay %d log:\n%s" % (r.index, text[m.start():m.start() + 4000]
-                                                                        if m else ""))
-        m = re.search(r"(?m)^\S+ (error|crit|fatal) .*$", text)
-        self.assertIsNone(m, "error-level line in relay %d log: %s" % (r.index, m.group(0) if m else ""))
+        check_relay_stopped_clean(self, r)
 
     # -- submitting --------------------------------------------------------------------
     def submit(self, r, rcpt, msgid, extra=""):

@@ -48,31 +48,15 @@ sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lab import Lab, LabCase, wait_for  # noqa: E402
+from relaycase import check_relay_stopped_clean, log_tail, parse_kv  # noqa: E402
 from relaycase import SANITIZER_RE, parse_queue_list, parse_queue_show  # noqa: E402
 
 BIN = os.environ.get("STRICTRELAY_BIN") or os.path.join(SRCDIR, "build", "strictrelay")
 QID = r"[0-9A-HJKMNP-TV-Z]{12}"
-KV_RE = re.compile(r'([A-Za-z_]+)=("(?:[^"\\]|\\.)*"|<[^>]*>|\S*)')
 SENDER_MX = "mx1.sender.test"
 B_NAME = "mx.rtls-b.test"
 FAST_RETRY = {"retry_schedule": "1s, 1s"}
 BODY_MARK = "SECRET-BODY-LINE-4711"
-
-
-def _unquote(v):
-    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", v[1:-1])
-    if len(v) >= 2 and v[0] == "<" and v[-1] == ">":
-        return v[1:-1]
-    return v
-
-
-def parse_kv(text):
-    return {k: _unquote(v) for k, v in KV_RE.findall(text)}
-
-
-def log_tail(relay, lines=40):
-    return "\n".join("    | " + x for x in relay.log_text().splitlines()[-lines:])
 
 
 def unfold(v):
@@ -200,17 +184,7 @@ class RequireTLSTest(LabCase):
         return b
 
     def check_relay_end(self, r):
-        if r.stopped_rc is None:
-            self.assertTrue(r.running(), "relay %d died; log:\n%s" % (r.index, log_tail(r)))
-            r.stopped_rc = r.stop()
-        self.assertEqual(r.stopped_rc, 0, "relay %d exit status on SIGTERM; log:\n%s"
-                         % (r.index, log_tail(r)))
-        text = r.log_text()
-        m = SANITIZER_RE.search(text)
-        self.assertIsNone(m, "sanitizer report in relay %d log:\n%s"
-                          % (r.index, text[m.start():m.start() + 4000] if m else ""))
-        m = re.search(r"(?m)^\S+ (error|crit|fatal) .*$", text)
-        self.assertIsNone(m, "error-level line in relay %d log: %s" % (r.index, m.group(0) if m else ""))
+        check_relay_stopped_clean(self, r)
 
     # ------------------------------------------------------------------ clients
     def send(self, r, sender, rcpts, *extra, requiretls=True, timeout=60):

@@ -38,10 +38,9 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
 from lab import Lab, LabCase, wait_for  # noqa: E402
+from relaycase import SANITIZER_RE  # noqa: E402
 
 QID = r"[0-9A-HJKMNP-TV-Z]{12}"
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
-                          r"SUMMARY: (Address|Undefined|Leak)")
 MX = "mx1.sm.test"
 MX2 = "mx1.other.test"
 EX_USAGE, EX_DATAERR, EX_NOPERM, EX_CONFIG = 64, 65, 77, 78

@@ -88,9 +88,8 @@ SRCDIR = os.environ.get("STRICTRELAY_SRCDIR") or os.path.dirname(os.path.dirname
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "lib"))
 
 from lab import Lab, LabCase, wait_for  # noqa: E402
+from relaycase import SANITIZER_RE  # noqa: E402
 
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
-                          r"SUMMARY: (Address|Undefined|Leak)")
 ERROR_LINE_RE = re.compile(r"(?m)^\S+ (error|crit|fatal) .*$")
 QID_RE = r"[0-9A-Z]{12}"
 
