@@ -244,11 +244,14 @@ class Faults(LabCase):
                 if kind == "gone":
                     lab.dns.stop()
                 else:
-                    lab.dns.fault(dom, kind, delay=3 if kind == "delay" else None)
+                    # c-ares waits dns_timeout, then twice that on its second
+                    # try: 3 s in all here. An answer after 6 s is too late
+                    # for every try, however loaded the machine.
+                    lab.dns.fault(dom, kind, delay=6 if kind == "delay" else None)
                 time.sleep(1.2)             # answers cached before the fault expire (TTL 1 s)
                 sent = self.send_pair(r, dom, "dns-" + kind)
                 all_sent.update(sent)
-                # an attempt that waits for DNS takes 2 x dns_timeout per lookup
+                # an attempt that waits for DNS takes 3 x dns_timeout per lookup
                 self.expect_deferred(r, sent, "DNS " + kind, attempts=1 if kind == "delay" else 2)
                 if kind == "gone":
                     lab.dns.start()
