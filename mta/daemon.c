@@ -322,7 +322,7 @@ static int start_services(struct daemon *d, SSL_CTX *tls_ctx, struct userdb *use
 		userdb_destroy(users);
 		return -1;
 	}
-	struct metrics_params mparams = { &d->loop, cfg, &d->server, &d->stopping };
+	struct metrics_params mparams = { cfg, &d->server, &d->stopping };
 	if (metrics_start(&d->metrics, &mparams, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);
 		userdb_destroy(users);
@@ -446,6 +446,12 @@ int daemon_serve(const struct config *cfg)
 	if (smtp_server_bind(&d.server, &d.loop, cfg, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);
 		userdb_destroy(users);
+		goto out;
+	}
+	if (metrics_bind(&d.metrics, &d.loop, cfg, err, sizeof(err)) < 0) {
+		log_error("main", "%s", err);
+		userdb_destroy(users);
+		abort_startup(&d);
 		goto out;
 	}
 	/* 2. Root is no longer needed. */

@@ -449,6 +449,7 @@ struct metrics {
 	const bool *stopping;
 	uv_tcp_t listener;
 	bool listener_open;   /* initialised and not yet closed */
+	bool loopback;        /* the listen address is a loopback one */
 	bool stopped;         /* metrics_stop called (or start failed) */
 	sqlite3 *db;
 	sqlite3_stmt *st_rcpts, *st_msgs, *st_health;
@@ -911,21 +912,58 @@ static int prepare(struct metrics *m, const char *sql, sqlite3_stmt **st, char *
 	return 0;
 }
 
-int metrics_start(struct metrics **out, const struct metrics_params *p, char *err, size_t errlen)
+/* Undoes a half-made metrics_bind()/metrics_start(). */
+static void start_failed(struct metrics *m)
+{
+	m->stopped = true;
+	if (m->listener_open)
+		uv_close((uv_handle_t *)&m->listener, on_listener_closed);
+	else
+		maybe_free(m);
+}
+
+int metrics_bind(struct metrics **out, uv_loop_t *loop, const struct config *cfg, char *err,
+		 size_t errlen)
 {
 	*out = NULL;
-	const struct config *cfg = p->cfg;
 	if (cfg->metrics.listen.host == NULL)
 		return 0;
 	struct metrics *m = xcalloc(1, sizeof(*m));
-	m->loop = p->loop;
-	m->server = p->server;
-	m->stopping = p->stopping;
-	m->start_time = now_unix();
+	m->loop = loop;
 	hostport_format(&cfg->metrics.listen, m->name, sizeof(m->name));
 	const char *origin = config_origin(cfg, "metrics", "listen");
 	char e[256];
-	if (store_db_open(&m->db, cfg->queue.state_dir, e, sizeof(e)) < 0) {
+	struct sockaddr_storage ss;
+	if (hostport_sockaddr(&cfg->metrics.listen, &ss, e, sizeof(e)) < 0) {
+		errf(err, errlen, "%s: [metrics] listen %s: %s", origin, m->name, e);
+		start_failed(m);
+		return -1;
+	}
+	uv_tcp_init(m->loop, &m->listener);
+	m->listener.data = m;
+	m->listener_open = true;
+	unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+	int r = uv_tcp_bind(&m->listener, (struct sockaddr *)&ss, flags);
+	if (r < 0) {
+		errf(err, errlen, "%s: [metrics] listen %s: %s", origin, m->name, uv_strerror(r));
+		start_failed(m);
+		return -1;
+	}
+	m->loopback = is_loopback(&ss);
+	*out = m;
+	return 0;
+}
+
+int metrics_start(struct metrics **mp, const struct metrics_params *p, char *err, size_t errlen)
+{
+	struct metrics *m = *mp;
+	if (m == NULL)
+		return 0;
+	m->server = p->server;
+	m->stopping = p->stopping;
+	m->start_time = now_unix();
+	char e[256];
+	if (store_db_open(&m->db, p->cfg->queue.state_dir, e, sizeof(e)) < 0) {
 		errf(err, errlen, "metrics: queue database: %s", e);
 		goto fail;
 	}
@@ -938,34 +976,20 @@ int metrics_start(struct metrics **out, const struct metrics_params *p, char *er
 		errf(err, errlen, "metrics: %s", e);
 		goto fail;
 	}
-	struct sockaddr_storage ss;
-	if (hostport_sockaddr(&cfg->metrics.listen, &ss, e, sizeof(e)) < 0) {
-		errf(err, errlen, "%s: [metrics] listen %s: %s", origin, m->name, e);
-		goto fail;
-	}
-	uv_tcp_init(m->loop, &m->listener);
-	m->listener.data = m;
-	m->listener_open = true;
-	unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
-	int r = uv_tcp_bind(&m->listener, (struct sockaddr *)&ss, flags);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&m->listener, 64, on_connection);
+	int r = uv_listen((uv_stream_t *)&m->listener, 64, on_connection);
 	if (r < 0) {
-		errf(err, errlen, "%s: [metrics] listen %s: %s", origin, m->name, uv_strerror(r));
+		errf(err, errlen, "%s: [metrics] listen %s: %s",
+		     config_origin(p->cfg, "metrics", "listen"), m->name, uv_strerror(r));
 		goto fail;
 	}
-	if (!is_loopback(&ss))
+	if (!m->loopback)
 		log_warn("metrics", "%s is not a loopback address: anyone who can reach it can read /metrics",
 			 m->name);
 	log_info("metrics", "metrics listening on %s paths=/metrics,/healthz", m->name);
-	*out = m;
 	return 0;
 fail:
-	m->stopped = true;
-	if (m->listener_open)
-		uv_close((uv_handle_t *)&m->listener, on_listener_closed);
-	else
-		maybe_free(m);
+	*mp = NULL;
+	start_failed(m);
 	return -1;
 }
 

@@ -144,7 +144,6 @@ struct metrics;
 struct smtp_server;
 
 struct metrics_params {
-	uv_loop_t *loop;
 	const struct config *cfg;    /* borrowed; listen and state_dir are read */
 	/* Read at scrape time: the daemon's own fields, NULL / false until
 	 * (and once no longer) they apply. */
@@ -153,11 +152,19 @@ struct metrics_params {
 };
 
 /*
- * Opens the database connection and binds [metrics] listen. With listen
- * unset *out is NULL and 0 is returned (metrics off). -1 with err naming
- * the address on failure (nothing left open).
+ * Binds [metrics] listen; called while still root, so a port below 1024
+ * works. With listen unset *out is NULL and 0 is returned (metrics off).
+ * -1 with err naming the address on failure (nothing left open).
  */
-int metrics_start(struct metrics **out, const struct metrics_params *p, char *err, size_t errlen);
+int metrics_bind(struct metrics **out, uv_loop_t *loop, const struct config *cfg, char *err,
+		 size_t errlen);
+
+/*
+ * After the privilege drop and store_open(): opens the database connection
+ * and starts listening on what metrics_bind() bound. *m NULL: 0 (metrics
+ * off). -1 with err on failure, and *m is closed and set to NULL.
+ */
+int metrics_start(struct metrics **m, const struct metrics_params *p, char *err, size_t errlen);
 
 /* Closes the listener and every client and sets *m to NULL; the struct is
  * freed from the close callbacks (the loop must run afterwards). *m may be

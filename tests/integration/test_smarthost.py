@@ -13,6 +13,7 @@ Run: meson test -C build smarthost --print-errorlogs
 """
 
 import base64
+import http.client
 import os
 import pwd
 import smtplib
@@ -32,6 +33,7 @@ from lab import Lab, LabCase, RawClient, wait_for  # noqa: E402
 BIN = os.environ.get("STRICTRELAY_BIN") or os.path.join(SRCDIR, "build", "strictrelay")
 SUBMISSION = 2587
 SUBMISSIONS = 2465
+PRIVILEGED_METRICS_PORT = 981
 MX = "mx1.dest.test"
 
 
@@ -301,6 +303,8 @@ class Smarthost(LabCase):
         nobody = pwd.getpwnam("nobody")
         r = self.lab.relay(start=False, server={"user": "nobody", "run_as_root": None},
                            mta_sts={"enabled": "no"}, tlsrpt={"enabled": "no"})
+        # a privileged port: bound while still root, served as nobody
+        r.configure(metrics={"listen": "%s:%d" % (r.ip, PRIVILEGED_METRICS_PORT)})
         os.rmdir(r.state_dir)          # the relay creates it for its user
         os.chmod(r.dir, 0o755)
         for p in (r.config_path,) + tuple(r.config["server"][k] for k in ("tls_cert", "tls_key")):
@@ -315,6 +319,13 @@ class Smarthost(LabCase):
             self.assertEqual(gids, [str(nobody.pw_gid)] * 4, status["Gid"])
             self.assertEqual(os.stat(r.state_dir).st_uid, nobody.pw_uid)
             r.wait_log(r"dropped privileges: user=nobody uid=%d" % nobody.pw_uid)
+            h = http.client.HTTPConnection(r.ip, PRIVILEGED_METRICS_PORT, timeout=10)
+            try:
+                h.request("GET", "/healthz")
+                resp = h.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, b"ok\n"))
+            finally:
+                h.close()
             s = r.smtp()
             s.starttls(context=self.ctx)
             s.ehlo()
