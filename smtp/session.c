@@ -16,6 +16,10 @@
  * error (Postfix's smtpd_recipient_overshoot_limit): a client that goes on
  * that long is not going to send the rest in a later transaction. */
 #define MAX_EXCESS_RECIPIENTS 1000
+/* NOOP, RSET, VRFY and HELP since the last accepted message before each
+ * one counts as an error (Postfix's smtpd_junk_command_limit): they cost a
+ * client nothing and would otherwise keep a connection slot forever. */
+#define MAX_JUNK_COMMANDS 100
 #define MAX_RECEIVED_HEADERS 100 /* loop detection (RFC 5321 6.3) */
 #define MAX_HELO 255
 
@@ -120,6 +124,18 @@ static enum smtp_action client_error(struct smtp_session *s, struct buf *out)
 	reply(out, "421 4.7.0 %s Too many errors; closing connection", s->cfg->hostname);
 	session_set_state(s, SMTP_STATE_CLOSED);
 	return SMTP_ACT_CLOSE;
+}
+
+/* After its reply: a command that moves no mail. Past MAX_JUNK_COMMANDS
+ * since the last accepted message, each one counts as an error. */
+static enum smtp_action junk_command(struct smtp_session *s, struct buf *out)
+{
+	if (++s->junk_commands <= MAX_JUNK_COMMANDS)
+		return SMTP_ACT_NONE;
+	if (s->junk_commands == MAX_JUNK_COMMANDS + 1)
+		log_info("smtpd", "client=%s %d NOOP/RSET/VRFY/HELP without a message: counting each further one as an error",
+			 s->client_addr, MAX_JUNK_COMMANDS);
+	return client_error(s, out);
 }
 
 /* Keeps printable ASCII; anything else becomes '?', so the value is safe in
@@ -710,20 +726,20 @@ enum smtp_action smtp_session_command(struct smtp_session *s, char *line, struct
 	case SMTP_VERB_RSET:
 		transaction_reset(s);
 		reply(out, "250 2.0.0 Ok");
-		return SMTP_ACT_NONE;
+		return junk_command(s, out);
 	case SMTP_VERB_NOOP:
 		reply(out, "250 2.0.0 Ok");
-		return SMTP_ACT_NONE;
+		return junk_command(s, out);
 	case SMTP_VERB_QUIT:
 		reply(out, "221 2.0.0 Bye");
 		session_set_state(s, SMTP_STATE_CLOSED);
 		return SMTP_ACT_CLOSE;
 	case SMTP_VERB_HELP:
 		do_help(out);
-		return SMTP_ACT_NONE;
+		return junk_command(s, out);
 	case SMTP_VERB_VRFY:
 		reply(out, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
-		return SMTP_ACT_NONE;
+		return junk_command(s, out);
 	case SMTP_VERB_STARTTLS:
 		return do_starttls(s, out);
 	case SMTP_VERB_AUTH:
@@ -920,6 +936,7 @@ void smtp_session_queued(struct smtp_session *s, bool ok, struct buf *out)
 {
 	if (ok) {
 		s->messages++;
+		s->junk_commands = 0;
 		reply(out, "250 2.0.0 Ok: queued as %s", s->qid);
 	} else {
 		reply(out, "451 4.3.0 Local error: the message could not be stored; try again later");

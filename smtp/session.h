@@ -118,6 +118,7 @@ struct smtp_session {
 	char *helo;              /* sanitised HELO/EHLO argument */
 	unsigned errors;
 	unsigned excess_rcpts;   /* RCPTs refused with 452 4.5.3 */
+	unsigned junk_commands;  /* NOOP/RSET/VRFY/HELP since the last accepted message */
 	/* SMTP AUTH */
 	char auth_user[SASL_MAX_FIELD + 1];   /* "" = not authenticated */
 	enum smtp_auth_step auth_step;

@@ -6,6 +6,7 @@ client keeps getting its mail through to the MX while the abuse goes on.
 
 - 10,000 junk commands in one write: 20 error replies, then 421 4.7.0 and
   the connection closes; the rest is never executed.
+- 10,000 NOOP/RSET/VRFY: 100 are free, the next 20 count as errors: 421.
 - One byte per second: the command (or the TLS handshake) must be complete
   within command_timeout, whatever trickles in: 421 4.4.2.
 - 100 MB without a line ending, as a command and as message content:
@@ -200,6 +201,31 @@ class Abuse(RelayCase):
             self.assertTrue(x.closed_by_peer(10))
             self.assertRegex(x.buf.decode("latin-1"), r"421 4\.7\.0 [^\r]*Too many errors[^\r]*\r\n$")
         self.check_after("10,000 junk commands x 21")
+
+    def test_noop_flood(self):
+        """Valid commands that move no mail: 100 are free, then each counts as
+        an error; the 20th error closes the connection."""
+        r = self.r
+        c = self.abuser()
+        junk = [b"NOOP\r\n", b"RSET\r\n", b"VRFY user\r\n"]
+        payload = b"".join(junk[i % len(junk)] for i in range(10000))
+        sender = threading.Thread(target=lambda: _send_ignoring_reset(c.sock, payload))
+        sender.start()
+        replies = []
+        while True:
+            try:
+                replies.append(c.read_reply(timeout=10))
+            except ConnectionError:
+                break
+        sender.join(10)
+        codes = [code for code, _ in replies]
+        self.assertEqual(len(codes), 121, codes)
+        self.assertTrue(all(x in (250, 252) for x in codes[:120]), codes)
+        self.assert_reply(replies[120], 421, "4.7.0", r"Too many errors")
+        r.wait_log(r"100 NOOP/RSET/VRFY/HELP without a message: counting each further one as an error",
+                   start=self.mark)
+        r.wait_log(r"too many errors \(20\), disconnecting", start=self.mark)
+        self.check_after("10,000 NOOP/RSET/VRFY")
 
     # ------------------------------------------------------------------ slow
     def test_one_byte_per_second(self):

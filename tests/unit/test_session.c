@@ -367,6 +367,47 @@ static void test_too_many_errors(void)
 	finish();
 }
 
+/* NOOP, RSET, VRFY and HELP are free 100 times per message; past that each
+ * one is an error, so a NOOP loop cannot hold a connection slot forever. */
+static void test_junk_commands(void)
+{
+	static const char *const junk[] = { "NOOP", "RSET", "VRFY x", "HELP" };
+	struct smtp_session_config few = cfg;
+	few.max_errors = 5;
+	buf_init(&out, 0);
+	smtp_session_init(&s, &few, "192.0.2.7", true);
+	cmd("EHLO c");
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 100; i++) {
+			const char *r = cmd(junk[i % 4]);
+			CHECK(strstr(r, "421 ") == NULL);
+			CHECK_INT(last_action, SMTP_ACT_NONE);
+		}
+		if (round == 0) {
+			/* an accepted message starts the count again */
+			CHECK_REPLY("MAIL FROM:<a@example.org>", "250 2.1.0");
+			CHECK_REPLY("RCPT TO:<b@example.net>", "250 2.1.5");
+			CHECK_REPLY("DATA", "354 ");
+			CHECK_INT(feed_data("Subject: t\r\n\r\nhi\r\n.\r\n"), SMTP_ACT_ENQUEUE);
+			struct queued_message *m = smtp_session_take_message(&s);
+			REQUIRE(m != NULL);
+			queued_message_free(m);
+			free(m);
+			buf_reset(&out);
+			smtp_session_queued(&s, true, &out);
+			CHECK_STR(out.data, "250 2.0.0 Ok: queued as 0123456789AB\r\n");
+		}
+	}
+	/* the 101st onwards: still answered, and counted; the 5th error closes */
+	for (int i = 0; i < 4; i++) {
+		CHECK_STR(cmd("NOOP"), "250 2.0.0 Ok\r\n");
+		CHECK_INT(last_action, SMTP_ACT_NONE);
+	}
+	CHECK_STR(cmd("NOOP"), "250 2.0.0 Ok\r\n421 4.7.0 relay.test Too many errors; closing connection\r\n");
+	CHECK_INT(last_action, SMTP_ACT_CLOSE);
+	finish();
+}
+
 /* AUTH PLAIN "\0alice\0secret" and LOGIN "alice" / "secret" */
 #define PLAIN_ALICE "AGFsaWNlAHNlY3JldA=="
 
@@ -515,6 +556,7 @@ int main(void)
 	RUN(test_size_saturates);
 	RUN(test_dsn_parameters);
 	RUN(test_too_many_errors);
+	RUN(test_junk_commands);
 	RUN(test_auth_needs_tls);
 	RUN(test_auth_plain);
 	RUN(test_auth_login_and_cancel);
