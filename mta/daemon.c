@@ -16,6 +16,7 @@
 #include "policy/mtasts.h"
 #include "policy/preflight.h"
 #include "policy/resolver.h"
+#include "queue/purge.h"
 #include "queue/scheduler.h"
 #include "tlsrpt/dkim.h"
 #include "tlsrpt/job.h"
@@ -43,6 +44,7 @@ struct daemon {
 	struct scheduler *scheduler;
 	struct smtp_server *server;
 	struct metrics *metrics;
+	struct purge *purge;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t grace;
 	bool stopping;
@@ -76,6 +78,8 @@ static void on_tlsrpt_stopped(void *arg)
 	uv_close((uv_handle_t *)&d->grace, on_closed_noop);
 	free_lookups(d);
 	metrics_stop(&d->metrics);
+	purge_stop(d->purge);
+	d->purge = NULL;
 	struct store_stats stats;
 	store_get_stats(d->store, &stats);
 	store_close(d->store);
@@ -303,6 +307,8 @@ static void abort_startup(struct daemon *d)
 	preflight_free(d->preflight);
 	d->preflight = NULL;
 	metrics_stop(&d->metrics);
+	purge_stop(d->purge);
+	d->purge = NULL;
 	/* Nothing ran yet, so nothing waits for the store: close it before
 	 * running the loop, whose async handle would otherwise keep it alive. */
 	if (d->store != NULL)
@@ -322,6 +328,7 @@ static int start_services(struct daemon *d, SSL_CTX *tls_ctx, struct userdb *use
 		userdb_destroy(users);
 		return -1;
 	}
+	d->purge = purge_start(&d->loop, d->store, cfg->tlsrpt.retention);
 	struct metrics_params mparams = { cfg, &d->server, &d->stopping };
 	if (metrics_start(&d->metrics, &mparams, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);

@@ -1017,41 +1017,6 @@ static void retry_due(struct tlsrpt_daemon *d, sqlite3 *db)
 	sqlite3_finalize(st);
 }
 
-/* Data older than [tlsrpt] retention goes: TLS results, reports, and the
- * history of messages that left the queue. */
-static void purge_done(void *arg, int status, const char *error)
-{
-	free(arg);
-	if (status != 0)
-		log_error("tlsrpt", "purging old data failed: %s", error ? error : "?");
-}
-
-static int purge_exec(struct store_tx *tx, void *data, char *err, size_t errlen)
-{
-	const int64_t *cutoff = data;
-	sqlite3 *db = store_tx_db(tx);
-	sqlite3_stmt *st;
-	static const char *const sqls[] = {
-		"DELETE FROM tls_sessions WHERE time < ?1",
-		"DELETE FROM tlsrpt_reports WHERE created < ?1 AND state != 'pending'",
-		"DELETE FROM events WHERE time < ?1 AND message_id NOT IN (SELECT id FROM messages)",
-	};
-	for (size_t i = 0; i < SR_ARRAY_LEN(sqls); i++) {
-		if (sqlite3_prepare_v2(db, sqls[i], -1, &st, NULL) != SQLITE_OK) {
-			snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-			return -1;
-		}
-		sqlite3_bind_int64(st, 1, *cutoff);
-		int rc = sqlite3_step(st);
-		sqlite3_finalize(st);
-		if (rc != SQLITE_DONE) {
-			snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-			return -1;
-		}
-	}
-	return 0;
-}
-
 static void check(struct tlsrpt_daemon *d)
 {
 	if (d->running || d->stopping)
@@ -1085,12 +1050,6 @@ static void check(struct tlsrpt_daemon *d)
 	}
 	retry_due(d, db);
 	sqlite3_close(db);
-	/* Never within the catch-up window: those results may still be due. */
-	int64_t *cutoff = xmalloc(sizeof(*cutoff));
-	*cutoff = now - d->env.cfg->tlsrpt.retention;
-	if (*cutoff > today - (TLSRPT_LOOKBACK_DAYS + 1) * 86400)
-		*cutoff = today - (TLSRPT_LOOKBACK_DAYS + 1) * 86400;
-	store_submit(d->env.store, purge_exec, cutoff, purge_done, cutoff);
 	run_days(d);
 }
 

@@ -76,7 +76,8 @@ int tlsrpt_run_day(const struct tlsrpt_env *env, int64_t day, const struct tlsrp
 /* The daemon's part: checks every 10 minutes (and soon after start) for days
  * whose reports are due (after a random delay of at most [tlsrpt]
  * max_delay past midnight), catches up on missed days, retries HTTPS
- * deliveries and purges data older than [tlsrpt] retention. */
+ * deliveries. (Old results are purged by queue/purge.c, also when TLS
+ * reporting is off.) */
 struct tlsrpt_daemon;
 struct tlsrpt_daemon *tlsrpt_daemon_start(const struct tlsrpt_env *env);
 /* Stops the timer; a run in progress finishes first. done may be NULL. */

@@ -1316,6 +1316,42 @@ class TlsrptTest(LabCase):
         self.assertEqual(len(self.reports(r, "catchup.test")), 2)
         self.assertEqual(len(self.posts_at("/catchup2.test")), 1)
 
+    def test_05b_purge_with_reporting_off(self):
+        """TLS results are recorded with [tlsrpt] enabled = no too, so the
+        hourly purge runs without the report job: rows older than retention
+        go (more than one batch of 5,000), newer ones and the events of
+        messages still queued stay."""
+        now = int(time.time())
+        r = self.relay(start=False, tlsrpt={"enabled": "no", "retention": "30d"})
+        self.cli(r, "queue", "list")                  # creates the state (schema)
+        old, recent = now - 40 * 86400, now - 20 * 86400
+        con = sqlite3.connect(os.path.join(r.state_dir, "queue.db"), timeout=10)
+        try:
+            con.executemany(
+                "INSERT INTO tls_sessions (time, policy_domain, policy_type, mx_host, mx_ip, mx_helo,"
+                " sending_ip, starttls_offered, tls, verified, result_type)"
+                " VALUES (?, 'purge.test', 'sts', 'mx1.purge.test', '127.0.0.99', 'mx1.purge.test',"
+                " '127.0.0.1', 1, 1, 1, 'success')",
+                [(old + i,) for i in range(7000)] + [(recent,)])
+            con.execute("INSERT INTO messages (id, sender, size, arrival) VALUES"
+                        " ('QUEUEDPURGE1', 'a@purge.test', 1, ?)", (old,))
+            con.executemany("INSERT INTO events (message_id, time, kind) VALUES (?, ?, 'delivered')",
+                            [("GONE%08d" % i, old) for i in range(6000)]
+                            + [("QUEUEDPURGE1", old), ("RECENTPURGE1", recent)])
+            con.commit()
+        finally:
+            con.close()
+        mark = r.log_mark()
+        r.start()
+        line = r.wait_log(r"info queue: purged history before (\d+): tls_sessions=7000 tlsrpt_reports=0 "
+                          r"events=6000 took=", timeout=15, start=mark)
+        self.assertIsNotNone(line)
+        self.assertEqual([x["time"] for x in self.tls_rows(r, "purge.test")], [recent])
+        self.assertEqual(sorted(x["message_id"] for x in self.db_rows(r, "SELECT message_id FROM events")),
+                         ["QUEUEDPURGE1", "RECENTPURGE1"])
+        self.assertNotRegex(r.log_text()[mark:], r" (debug|info|warn|error) tlsrpt: ",
+                            "the report job does not run when reporting is off")
+
     # ===================================================================================
     # 06 one real report, for the record
     # ===================================================================================
