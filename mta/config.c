@@ -148,6 +148,8 @@ static const struct key_def keys[] = {
 	  OFF(queue.nretry_schedule), "1m, 5m, 15m, 30m, 1h, 2h, 4h", DUR_RANGE },
 	{ SEC_QUEUE, "max_lifetime", KT_DURATION, OFF(queue.max_lifetime), .def = "5d",
 	  DUR_RANGE },
+	{ SEC_QUEUE, "min_free_space", KT_SIZE, OFF(queue.min_free_space), .def = "100M",
+	  .min = 0, .max = (uint64_t)1 << 50 },
 	/* [delivery] */
 	{ SEC_DELIVERY, "dns_servers", KT_HOSTPORT_LIST, OFF(delivery.dns_servers),
 	  OFF(delivery.ndns_servers), "", .port = 53, .flags = KF_IP_ONLY },

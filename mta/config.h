@@ -102,6 +102,7 @@ struct config_queue {
 	int64_t *retry_schedule;        /* seconds; default 1m,5m,15m,30m,1h,2h,4h */
 	size_t nretry_schedule;
 	int64_t max_lifetime;           /* seconds; default 5d */
+	uint64_t min_free_space;        /* bytes kept free in state_dir's file system; default 100M */
 };
 
 struct config_delivery {

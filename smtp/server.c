@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include <openssl/crypto.h>
 
@@ -24,6 +25,7 @@
 #define MAX_PENDING_INPUT (256 * 1024)
 /* How often forgotten clients are swept from the per-client table. */
 #define SWEEP_INTERVAL_MS 60000
+#define SPACE_LOG_INTERVAL_MS 10000 /* one "MAIL refused" line per this, with a count */
 
 enum listener_kind {
 	LK_SMTP,        /* [server] listen: relay_networks and accept_domains */
@@ -94,6 +96,9 @@ struct smtp_server {
 	struct rtls_rules rtls_rules;
 	struct userdb *users;       /* NULL = no AUTH */
 	struct clients clients;     /* per client IP: connections, rate, AUTH failures */
+	/* MAILs refused for want of disk space, and when that was last logged */
+	unsigned long space_refusals;
+	uint64_t space_logged_ms;
 	uint64_t last_sweep_ms;
 	void (*queued)(void *arg);
 	void *queued_arg;
@@ -759,6 +764,32 @@ static bool message_allowed(void *arg, const char *client_addr)
 			       now_ms());
 }
 
+/* [queue] min_free_space: statvfs() of state_dir at each MAIL (a local
+ * file system answers in microseconds). A failing statvfs() accepts: the
+ * store's own disk-full handling (452 at the end of DATA) is still there. */
+static bool space_available(void *arg, uint64_t size)
+{
+	struct smtp_server *srv = arg;
+	const struct config *cfg = srv->cfg;
+	struct statvfs vfs;
+	if (statvfs(cfg->queue.state_dir, &vfs) < 0)
+		return true;
+	uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+	uint64_t need = cfg->queue.min_free_space + size;
+	if (avail >= need) /* size <= max_message_size here: no overflow */
+		return true;
+	srv->space_refusals++;
+	uint64_t now = now_ms();
+	if (srv->space_logged_ms == 0 || now - srv->space_logged_ms >= SPACE_LOG_INTERVAL_MS) {
+		log_warn("smtpd", "MAIL refused with 452 4.3.1: %s has %llu KiB free, less than [queue] min_free_space %llu KiB + SIZE %llu KiB (refusals=%lu)",
+			 cfg->queue.state_dir, (unsigned long long)(avail / 1024),
+			 (unsigned long long)(cfg->queue.min_free_space / 1024),
+			 (unsigned long long)(size / 1024), srv->space_refusals);
+		srv->space_logged_ms = now;
+	}
+	return false;
+}
+
 /* The per-listener session settings, from the current configuration. */
 static void build_session_configs(struct smtp_server *srv)
 {
@@ -777,6 +808,7 @@ static void build_session_configs(struct smtp_server *srv)
 			.auth_available = k != LK_SMTP && srv->users != NULL,
 			.sender_domains = &cfg->server.sender_domains,
 			.message_allowed = cfg->server.max_messages_per_minute ? message_allowed : NULL,
+			.space_available = cfg->queue.min_free_space ? space_available : NULL,
 			.hook_arg = srv,
 		};
 	}

@@ -232,6 +232,7 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 		return client_error(s, out);
 	}
 	uint32_t flags = 0;
+	uint64_t size = 0; /* SIZE=, 0 when not given */
 	const char *ret = "", *envid = "";
 	for (size_t i = 0; i < cmd->nparams; i++) {
 		const struct smtp_param *p = &cmd->params[i];
@@ -240,7 +241,6 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 			return client_error(s, out);
 		}
 		if (str_ieq(p->key, "SIZE")) {
-			uint64_t size;
 			if (!parse_size(p->value, &size)) {
 				reply(out, "501 5.5.4 Bad SIZE value");
 				return client_error(s, out);
@@ -316,6 +316,10 @@ static enum smtp_action do_mail(struct smtp_session *s, struct smtp_cmd *cmd, st
 			 s->client_addr, str_quote(q, sizeof(q), cmd->path.addr));
 		reply(out, "553 5.7.1 <%s>: Sender address rejected: this relay does not send mail from %s",
 		      cmd->path.addr, cmd->path.domain);
+		return SMTP_ACT_NONE;
+	}
+	if (s->cfg->space_available != NULL && !s->cfg->space_available(s->cfg->hook_arg, size)) {
+		reply(out, "452 4.3.1 Insufficient system storage; try again later");
 		return SMTP_ACT_NONE;
 	}
 	if (s->cfg->message_allowed != NULL &&

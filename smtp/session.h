@@ -67,6 +67,10 @@ struct smtp_session_config {
 	/* Per-client message rate ([server] max_messages_per_minute): called at
 	 * each MAIL; false = refuse it with a 450. NULL = no limit. */
 	bool (*message_allowed)(void *arg, const char *client_addr);
+	/* Free space for the queue ([queue] min_free_space): called at each
+	 * MAIL with the client's SIZE (0 when not given); false = refuse it
+	 * with 452 4.3.1. NULL = no check. */
+	bool (*space_available)(void *arg, uint64_t size);
 	void *hook_arg;
 	/* Queue id source; NULL = qid_generate (tests pass a fixed one). */
 	void (*new_qid)(char out[QID_LEN + 1]);

@@ -7,6 +7,8 @@ failures during delivery.
   the relay answers 452 4.3.1 (RFC 3463: mail system full) instead of 250,
   keeps running and serving, loses nothing it acknowledged before, and
   accepts and delivers again as soon as space returns.
+- Low disk: with less than [queue] min_free_space (plus the client's SIZE)
+  free, MAIL gets 452 4.3.1 before any data is sent.
 - DNS and HTTPS faults during delivery (DNS server gone, SERVFAIL, answers
   slower than dns_timeout, policy host gone or slow): the message is deferred,
   never delivered with less security than a cached enforce policy or
@@ -58,6 +60,8 @@ class Faults(LabCase):
         try:
             lab.mx.add("mx1.full.test", refuse=True, starttls=False)
             lab.dns.mx("full.test", "mx1.full.test")
+            lab.mx.add("mx1.low.test", starttls=False)
+            lab.dns.mx("low.test", "mx1.low.test")
             # DNS and HTTPS faults: two domains with an MTA-STS enforce policy
             # and an MX offering REQUIRETLS; an MX the policies do not name
             # (valid certificate for its own name, REQUIRETLS too)
@@ -98,7 +102,9 @@ class Faults(LabCase):
     # ------------------------------------------------------------------ disk full
     def test_disk_full(self):
         lab = self.lab
-        r = lab.relay(start=False, queue={"retry_schedule": "1s"},
+        # min_free_space 0: the last line of defence, the store's own
+        # disk-full handling at the end of DATA (test_disk_low: the check at MAIL)
+        r = lab.relay(start=False, queue={"retry_schedule": "1s", "min_free_space": 0},
                       server={"max_message_size": "2M"}, tlsrpt={"enabled": False},
                       mta_sts={"enabled": False}, requiretls={"preflight": False})
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", r.state_dir],
@@ -159,6 +165,70 @@ class Faults(LabCase):
         subjects = [subject_of(m["data"]) for m in lab.mx.messages("mx1.full.test")]
         self.assertEqual(sorted(subjects), sorted(acked), "each acknowledged message exactly once, "
                          "nothing refused was delivered")
+        self.assertEqual(r.stop(), 0, log_tail(r))
+        self.check_log(r)
+
+    def test_disk_low_refuses_at_mail(self):
+        """[queue] min_free_space: MAIL gets 452 4.3.1 (before the client sends
+        any data) when the queue's file system has less than min_free_space
+        plus the declared SIZE; accepted again once space returns."""
+        lab = self.lab
+        r = lab.relay(start=False, queue={"retry_schedule": "1s", "min_free_space": "3M"},
+                      server={"max_message_size": "2M"}, tlsrpt={"enabled": False},
+                      mta_sts={"enabled": False}, requiretls={"preflight": False})
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m,mode=0755", "tmpfs", r.state_dir],
+                       check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", r.state_dir])
+        r.start()
+
+        def free():
+            st = os.statvfs(r.state_dir)
+            return st.f_bavail * st.f_frsize
+
+        def mail(size=None):
+            s = lab.smtp(r.ip, r.port, timeout=20)
+            try:
+                s.ehlo()
+                code, rep = s.mail("a@relay.test", ["SIZE=%d" % size] if size else [])
+                return code, rep.decode()
+            finally:
+                s.close()
+        acked = []
+        code, rep = self.send(r, "low-0", 20000, rcpt="bob@low.test")
+        self.assertEqual(code, 250, rep)
+        acked.append("low-0")
+        # leave 4 MiB: enough without SIZE, not for SIZE=1.5 MB (3 MiB + 1.5 MB)
+        filler = os.path.join(r.state_dir, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (free() - 4 * 1024 * 1024))
+        self.assertEqual(mail()[0], 250)
+        code, rep = mail(1500000)
+        self.assertEqual(code, 452, rep)
+        self.assertRegex(rep, r"^4\.3\.1 Insufficient system storage")
+        code, rep = self.send(r, "low-1", 20000, rcpt="bob@low.test")
+        self.assertEqual(code, 250, rep)
+        acked.append("low-1")
+        # under min_free_space: every MAIL is refused, the client never sends DATA
+        with open(filler, "ab") as f:
+            f.write(b"\0" * (free() - 2 * 1024 * 1024))
+        self.assertLess(free(), 3 * 1024 * 1024)
+        for i in range(3):
+            code, rep = self.send(r, "refused-%d" % i, 20000, rcpt="bob@low.test")
+            self.assertEqual(code, 452, rep)
+            self.assertRegex(rep, r"^4\.3\.1 ")
+        line = r.wait_log(r"warn smtpd: MAIL refused with 452 4\.3\.1: \S+ has (\d+) KiB free, less than "
+                          r"\[queue\] min_free_space 3072 KiB \+ SIZE (\d+) KiB \(refusals=(\d+)\)")
+        self.assertEqual(line.group(2), "1464", "the first refusal logged is the SIZE=1500000 one")
+        self.assertTrue(r.running(), log_tail(r))
+        # space returns
+        os.unlink(filler)
+        code, rep = self.send(r, "low-2", 20000, rcpt="bob@low.test")
+        self.assertEqual(code, 250, rep)
+        acked.append("low-2")
+        wait_for(lambda: set(acked) <= {subject_of(m["data"]) for m in lab.mx.messages("mx1.low.test")},
+                 timeout=20, interval=0.3, what="the accepted messages delivered")
+        delivered = [subject_of(m["data"]) for m in lab.mx.messages("mx1.low.test")]
+        self.assertFalse([x for x in delivered if x and x.startswith("refused-")], "refused mail delivered")
         self.assertEqual(r.stop(), 0, log_tail(r))
         self.check_log(r)
 

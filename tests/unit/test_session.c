@@ -408,6 +408,37 @@ static void test_junk_commands(void)
 	finish();
 }
 
+static uint64_t space_size_seen;
+static bool space_ok;
+static bool space_hook(void *arg, uint64_t size)
+{
+	(void)arg;
+	space_size_seen = size;
+	return space_ok;
+}
+
+/* [queue] min_free_space: the hook sees the SIZE parameter (0 without one);
+ * false refuses the MAIL with 452 4.3.1, which is no client error. */
+static void test_free_space_at_mail(void)
+{
+	struct smtp_session_config sp = cfg;
+	sp.max_errors = 2;
+	sp.space_available = space_hook;
+	buf_init(&out, 0);
+	smtp_session_init(&s, &sp, "192.0.2.7", true);
+	cmd("EHLO c");
+	space_ok = false;
+	for (int i = 0; i < 3; i++)
+		CHECK_REPLY("MAIL FROM:<a@example.org> SIZE=900", "452 4.3.1 Insufficient system storage");
+	CHECK_INT(space_size_seen, 900);
+	CHECK_INT(last_action, SMTP_ACT_NONE);
+	CHECK_REPLY("RCPT TO:<b@example.net>", "503 5.5.1");
+	space_ok = true;
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "250 2.1.0");
+	CHECK_INT(space_size_seen, 0);
+	finish();
+}
+
 /* AUTH PLAIN "\0alice\0secret" and LOGIN "alice" / "secret" */
 #define PLAIN_ALICE "AGFsaWNlAHNlY3JldA=="
 
@@ -557,6 +588,7 @@ int main(void)
 	RUN(test_dsn_parameters);
 	RUN(test_too_many_errors);
 	RUN(test_junk_commands);
+	RUN(test_free_space_at_mail);
 	RUN(test_auth_needs_tls);
 	RUN(test_auth_plain);
 	RUN(test_auth_login_and_cancel);
