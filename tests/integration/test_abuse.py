@@ -172,11 +172,10 @@ class Abuse(RelayCase):
         return self.raw(self.r, greeting=greeting, timeout=timeout)
 
     # ------------------------------------------------------------------ junk
-    def test_junk_commands(self):
-        r = self.r
-        c = self.abuser()
-        junk = [b"BOGUS %d", b"MAIL FROM:<<<%d", b"RCPT %d", b"\x01\x02\x03 %d", b"DATA %d"]
-        payload = b"".join(junk[i % len(junk)] % i + b"\r\n" for i in range(10000))
+    @staticmethod
+    def pipeline_until_closed(c, payload):
+        """Sends payload in one go (from a thread) and reads replies until
+        the relay closes the connection; returns [(code, lines)]."""
         sender = threading.Thread(target=lambda: _send_ignoring_reset(c.sock, payload))
         sender.start()
         replies = []
@@ -186,6 +185,14 @@ class Abuse(RelayCase):
             except ConnectionError:
                 break
         sender.join(10)
+        return replies
+
+    def test_junk_commands(self):
+        r = self.r
+        c = self.abuser()
+        junk = [b"BOGUS %d", b"MAIL FROM:<<<%d", b"RCPT %d", b"\x01\x02\x03 %d", b"DATA %d"]
+        payload = b"".join(junk[i % len(junk)] % i + b"\r\n" for i in range(10000))
+        replies = self.pipeline_until_closed(c, payload)
         codes = [code for code, _ in replies]
         self.assertEqual(len(codes), 21, codes)
         self.assertTrue(all(500 <= x < 600 for x in codes[:20]), codes)
@@ -209,15 +216,7 @@ class Abuse(RelayCase):
         c = self.abuser()
         junk = [b"NOOP\r\n", b"RSET\r\n", b"VRFY user\r\n"]
         payload = b"".join(junk[i % len(junk)] for i in range(10000))
-        sender = threading.Thread(target=lambda: _send_ignoring_reset(c.sock, payload))
-        sender.start()
-        replies = []
-        while True:
-            try:
-                replies.append(c.read_reply(timeout=10))
-            except ConnectionError:
-                break
-        sender.join(10)
+        replies = self.pipeline_until_closed(c, payload)
         codes = [code for code, _ in replies]
         self.assertEqual(len(codes), 121, codes)
         self.assertTrue(all(x in (250, 252) for x in codes[:120]), codes)

@@ -100,17 +100,22 @@ class Faults(LabCase):
         self.assertEqual(bad, [], "sanitizer report in the relay log:\n" + log_tail(r, 60))
 
     # ------------------------------------------------------------------ disk full
+    def relay_on_tmpfs(self, min_free_space, tmpfs_size):
+        """A started relay whose state_dir is a tmpfs of tmpfs_size."""
+        r = self.lab.relay(start=False, queue={"retry_schedule": "1s", "min_free_space": min_free_space},
+                           server={"max_message_size": "2M"}, tlsrpt={"enabled": False},
+                           mta_sts={"enabled": False}, requiretls={"preflight": False})
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % tmpfs_size, "tmpfs",
+                        r.state_dir], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", r.state_dir])
+        r.start()
+        return r
+
     def test_disk_full(self):
         lab = self.lab
         # min_free_space 0: the last line of defence, the store's own
         # disk-full handling at the end of DATA (test_disk_low: the check at MAIL)
-        r = lab.relay(start=False, queue={"retry_schedule": "1s", "min_free_space": 0},
-                      server={"max_message_size": "2M"}, tlsrpt={"enabled": False},
-                      mta_sts={"enabled": False}, requiretls={"preflight": False})
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", r.state_dir],
-                       check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", r.state_dir])
-        r.start()
+        r = self.relay_on_tmpfs(0, "6m")
         acked = {}
         for i in range(5):
             code, rep = self.send(r, "before-%d" % i, 20000)
@@ -173,13 +178,7 @@ class Faults(LabCase):
         any data) when the queue's file system has less than min_free_space
         plus the declared SIZE; accepted again once space returns."""
         lab = self.lab
-        r = lab.relay(start=False, queue={"retry_schedule": "1s", "min_free_space": "3M"},
-                      server={"max_message_size": "2M"}, tlsrpt={"enabled": False},
-                      mta_sts={"enabled": False}, requiretls={"preflight": False})
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m,mode=0755", "tmpfs", r.state_dir],
-                       check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", r.state_dir])
-        r.start()
+        r = self.relay_on_tmpfs("3M", "10m")
 
         def free():
             st = os.statvfs(r.state_dir)
