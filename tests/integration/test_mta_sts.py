@@ -53,7 +53,9 @@ What is checked, per test:
   06  TXT records: none, two v=STSv1, an invalid id (id=2024-01-01), "V=STSv1"
       and SPF only -> no policy and no request to the policy host; SPF next
       to a valid record, a record in two character-strings (id joined), and
-      "v=STSv1 ;id=..." (D1) -> the policy is used.
+      "v=STSv1 ;id=..." (D1) -> the policy is used. A CNAME'd _mta-sts
+      record is followed, the policy still fetched from mta-sts.DOMAIN
+      (STS-01); a subdomain never uses its parent's policy (STS-07).
   07  cache, id changed: the new policy is fetched and applied at once, the
       sts_policies row is replaced; no conditional request (STS-14).
   08  cache, same id: a changed policy file is not fetched, neither by the
@@ -122,7 +124,7 @@ no sanitizer report, no error-level log line. Where the relay's TXT cache
 TTL; the 60 s memory copy of the cache is never waited for (a restart
 re-reads SQLite).
 
-Checklist: STS-02/03/04/05/06/08/10/11/13/14/15/16/17/18/19/30/31/32/33/
+Checklist: STS-01/02/03/04/05/06/07/08/10/11/13/14/15/16/17/18/19/30/31/32/33/
 34/40/41/50/51/52/53/55/56/58/59/60 (parts), RTLS-30/31, NAME-01,
 D1/D2/D3/D8.
 
@@ -326,7 +328,15 @@ class MtaStsTest(LabCase):
             dns.mx(dom, "mx1." + dom)
             p(lab, dom, txt=False)
             for rec in records:
-                dns.txt("_mta-sts." + dom, rec)
+                if isinstance(rec, tuple) and rec[0] == "CNAME":
+                    dns.cname("_mta-sts." + dom, rec[1])
+                else:
+                    dns.txt("_mta-sts." + dom, rec)
+        # STS-01: the TXT the CNAME points to (the policy itself stays at
+        # mta-sts.x-cname.test); STS-07: a policy for the parent domain only,
+        # which would refuse the self-signed mx1.sub.x-parent.test if used
+        dns.txt("_mta-sts.sts-provider.test", "v=STSv1; id=cn1")
+        p(lab, "x-parent.test", mx=["mx1.sub.x-parent.test"], id="par1")
         # 07-13: cache; every MX self-signed except c-same's
         for dom, mode, kw in (("c-idchg.test", "testing", {"id": "v1"}),
                               ("c-same.test", "enforce", {"id": "s1"}),
@@ -397,8 +407,10 @@ class MtaStsTest(LabCase):
         ("x-spf.test", ("used", ["v=spf1 -all", "v=STSv1; id=spf1"])),
         ("x-multi.test", ("used", [["v=STSv1; id=ab", "c1"]])),
         ("x-ws.test", ("used", ["v=STSv1 ;id=ws1"])),
+        ("x-cname.test", ("used", [("CNAME", "_mta-sts.sts-provider.test")])),      # STS-01
+        ("sub.x-parent.test", ("ignored", [])),                                      # STS-07
     ])
-    TXT_IDS = {"x-spf.test": "spf1", "x-multi.test": "abc1", "x-ws.test": "ws1"}
+    TXT_IDS = {"x-spf.test": "spf1", "x-multi.test": "abc1", "x-ws.test": "ws1", "x-cname.test": "cn1"}
 
     @classmethod
     def tearDownClass(cls):
@@ -986,6 +998,13 @@ class MtaStsTest(LabCase):
                 self.assertIsNone(self.sts_row(r, dom))
             self.wait_rows(r, dom, name)
             self.assertEqual(self.fetch_failure_rows(r, dom), [], dom)
+        # STS-01: the policy of the CNAME'd TXT came from mta-sts.x-cname.test
+        for req in self.fetches("x-cname.test"):
+            self.check_request(req, "x-cname.test")
+        self.assertEqual(self.fetches("sts-provider.test"), [])
+        # STS-07: never the parent's policy
+        self.assertEqual(self.fetches("x-parent.test"), [])
+        self.assertIsNone(self.sts_row(r, "x-parent.test"))
         self.crosscheck(r, doms)
 
     # ===================================================================================
