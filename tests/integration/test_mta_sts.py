@@ -67,6 +67,8 @@ What is checked, per test:
       failure is recorded, the failing id is not fetched again (STS-17).
   11  restart: with the policy host gone, a restarted relay still enforces
       the policy it cached in SQLite (STS-40).
+  11b proactive refresh (STS-20): a policy used lately and fetched over a day
+      ago is fetched again after a restart, same id; an unused one is not.
   12  max_age 1: once expired and with the policy host gone, no policy
       applies any more.
   13  a new "none" policy replaces a cached enforce policy, in memory and in
@@ -124,7 +126,7 @@ no sanitizer report, no error-level log line. Where the relay's TXT cache
 TTL; the 60 s memory copy of the cache is never waited for (a restart
 re-reads SQLite).
 
-Checklist: STS-01/02/03/04/05/06/07/08/10/11/13/14/15/16/17/18/19/30/31/32/33/
+Checklist: STS-01/02/03/04/05/06/07/08/10/11/13/14/15/16/17/18/19/20/30/31/32/33/
 34/40/41/50/51/52/53/55/56/58/59/60 (parts), RTLS-30/31, NAME-01,
 D1/D2/D3/D8.
 
@@ -347,6 +349,8 @@ class MtaStsTest(LabCase):
                               ("c-restart.test", "enforce", {"id": "r1"}),
                               ("c-maxage.test", "enforce", {"id": "m1", "max_age": 1}),
                               ("c-none.test", "enforce", {"id": "n1"}),
+                              ("c-refresh.test", "enforce", {"id": "rf1"}),
+                              ("c-unused.test", "enforce", {"id": "u1"}),
                               ("c-nonefail.test", "none", {"id": "x1"})):
             mx.add("mx1." + dom, cert=None if dom == "c-same.test" else {"self_signed": True})
             dns.mx(dom, "mx1." + dom)
@@ -1164,6 +1168,40 @@ class MtaStsTest(LabCase):
         self.check_still_enforced(r, dom, "t11-2@sender.test")
         self.assertEqual(len(self.fetches(dom)), 1)
         self.assertEqual(self.fetch_failure_rows(r, dom), [])
+
+    def test_11b_proactive_refresh(self):
+        """STS-20: a cached policy in use and fetched more than a day ago is
+        fetched again soon after the start (then hourly checks), whatever
+        the TXT id says; one not used for 30 days is left alone."""
+        lab = self.lab
+        used, unused = "c-refresh.test", "c-unused.test"
+        r = self.relay()
+        for dom in (used, unused):
+            self.check_still_enforced(r, dom, "t11b-%s@sender.test" % dom)
+            self.wait_sts_row(r, dom)
+        self.stop_relay(r)
+        # same id, a different policy body: only a proactive refresh can get it
+        lab.https.set_file("mta-sts." + used, POLICY_PATH,
+                           {"body": policy_text("enforce", ["mx1." + used], 604800), "capture": True})
+        now = int(time.time())
+        con = sqlite3.connect(os.path.join(r.state_dir, "queue.db"), timeout=10)
+        try:
+            con.execute("UPDATE sts_policies SET fetched = ?, last_used = ? WHERE domain = ?",
+                        (now - 2 * 86400, now - 3600, used))
+            con.execute("UPDATE sts_policies SET fetched = ?, last_used = ? WHERE domain = ?",
+                        (now - 2 * 86400, now - 31 * 86400, unused))
+            con.commit()
+        finally:
+            con.close()
+        mark = r.log_mark()
+        r.start()
+        r.wait_log(r" info mta-sts: domain=c-refresh\.test refreshing the cached policy$", timeout=20,
+                   start=mark)
+        row = self.wait_sts_row(r, used, id="rf1", max_age=604800)
+        self.assertGreaterEqual(row["fetched"], now)
+        self.assertEqual(len(self.fetches(used)), 2)
+        self.assertEqual(len(self.fetches(unused)), 1, "a policy unused for 30 days was refreshed")
+        self.assertNotIn("domain=c-unused.test refreshing", r.log_text()[mark:])
 
     def test_12_max_age_expiry(self):
         lab = self.lab
