@@ -127,8 +127,6 @@ static const char *const migrations[] = {
 	"  queue_id TEXT NOT NULL DEFAULT ''"
 	");"
 	"CREATE INDEX tlsrpt_deliveries_due ON tlsrpt_deliveries(state, next_attempt);",
-	/* 5 -> 6: the hourly purge finds old events without a full scan */
-	"CREATE INDEX events_time ON events(time);",
 };
 
 int store_schema_version(sqlite3 *db)
