@@ -164,6 +164,8 @@ static const struct key_def keys[] = {
 	  .min = 1, .max = 10000 },
 	{ SEC_DELIVERY, "max_connections", KT_UINT, OFF(delivery.max_connections), .def = "100",
 	  .min = 1, .max = 100000 },
+	{ SEC_DELIVERY, "connection_cache_time", KT_DURATION, OFF(delivery.connection_cache_time),
+	  .def = "2s", .min = 0, .max = 300 },
 	{ SEC_DELIVERY, "require_tls", KT_BOOL, OFF(delivery.require_tls), .def = "no" },
 	/* [auth] */
 	{ SEC_AUTH, "users_file", KT_PATH, OFF(auth.users_file), .def = "" },

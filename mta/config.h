@@ -114,6 +114,7 @@ struct config_delivery {
 	int64_t dns_timeout;            /* seconds per DNS try (2 tries); default 5s */
 	unsigned max_per_domain;        /* default 10 */
 	unsigned max_connections;       /* outbound sessions in total; default 100 */
+	int64_t connection_cache_time;  /* seconds an idle session waits for the next job; default 2s */
 	bool require_tls;               /* default no */
 };
 

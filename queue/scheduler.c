@@ -23,6 +23,8 @@ struct session {
 	struct scheduler *s;
 	struct dest *d;
 	struct smtp_client *client;
+	bool idle;                /* parked: on d->idle, waiting for a job */
+	struct session *next_idle;
 };
 
 struct dest {
@@ -32,7 +34,8 @@ struct dest {
 	char *verify_name;        /* owned copy behind cd.req.verify_name */
 	struct delivery_job *head, *tail;
 	size_t njobs;
-	unsigned active;          /* sessions running for this destination */
+	unsigned active;          /* sessions running for this destination (idle ones too) */
+	struct session *idle;     /* parked sessions, newest first */
 };
 
 struct scheduler {
@@ -268,7 +271,10 @@ static void finish_job(struct scheduler *s, struct delivery_job *job)
 		if (job->rcpts[i].outcome != RCPT_PENDING)
 			any = true;
 	if (!any) {
+		/* untried (a shutdown, or a cached connection found gone):
+		 * due again at once */
 		release_job(s, job);
+		scheduler_kick(s);
 		return;
 	}
 	struct record_ctx *rc = xmalloc(sizeof(*rc));
@@ -323,11 +329,53 @@ static void on_failed(void *arg, const struct verdict *v, enum sts_mode sts)
 	}
 }
 
+/* Takes se off its destination's idle list, if it is there. */
+static void unpark(struct session *se)
+{
+	if (!se->idle)
+		return;
+	struct session **pp = &se->d->idle;
+	while (*pp != NULL && *pp != se)
+		pp = &(*pp)->next_idle;
+	if (*pp == se)
+		*pp = se->next_idle;
+	se->idle = false;
+	se->next_idle = NULL;
+}
+
+/* The session has no job: it may wait for one ([delivery]
+ * connection_cache_time), unless the scheduler is stopping. */
+static bool on_park(void *arg)
+{
+	struct session *se = arg;
+	if (se->s->stopping)
+		return false;
+	se->idle = true;
+	se->next_idle = se->d->idle;
+	se->d->idle = se;
+	return true;
+}
+
+/* A destination needs a connection slot that idle sessions elsewhere hold:
+ * end one of those (it closes, and on_closed kicks everyone again). */
+static void evict_idle(struct scheduler *s, const struct dest *except)
+{
+	for (struct dest *d = s->dests; d != NULL; d = d->next) {
+		if (d == except || d->idle == NULL)
+			continue;
+		struct session *se = d->idle;
+		unpark(se);
+		smtp_client_abort(se->client);
+		return;
+	}
+}
+
 static void on_closed(void *arg)
 {
 	struct session *se = arg;
 	struct scheduler *s = se->s;
 	struct dest *d = se->d;
+	unpark(se);
 	struct session **pp = &s->sessions;
 	while (*pp != NULL && *pp != se)
 		pp = &(*pp)->next;
@@ -355,6 +403,15 @@ static void on_closed(void *arg)
 static void dest_kick(struct scheduler *s, struct dest *d)
 {
 	const struct config *cfg = s->cfg;
+	/* Idle connections first: no new connection, no new handshake. */
+	while (!s->stopping && d->njobs > 0 && d->idle != NULL) {
+		struct session *se = d->idle;
+		unpark(se);
+		smtp_client_resume(se->client); /* false: it is leaving anyway */
+	}
+	if (!s->stopping && d->njobs > d->active && d->active < cfg->delivery.max_per_domain &&
+	    s->active >= cfg->delivery.max_connections)
+		evict_idle(s, d);
 	while (!s->stopping && d->njobs > d->active && d->active < cfg->delivery.max_per_domain &&
 	       s->active < cfg->delivery.max_connections) {
 		struct session *se = xcalloc(1, sizeof(*se));
@@ -372,7 +429,7 @@ static void dest_kick(struct scheduler *s, struct dest *d)
 			.tls_ctx = s->client_ctx,
 			.store = s->store,
 			.dest = &d->cd,
-			.ops = { on_next_job, on_job_done, on_failed, on_closed },
+			.ops = { on_next_job, on_job_done, on_failed, on_closed, NULL, on_park },
 			.arg = se,
 		};
 		se->client = smtp_client_start(&p);

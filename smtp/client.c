@@ -42,6 +42,7 @@ enum cstate {
 	CS_DOT_ONLY, /* a lone "." after a 354 with no recipient accepted */
 	CS_BODY,     /* message sent, waiting for the final reply */
 	CS_RSET,
+	CS_IDLE,     /* after RSET, waiting for the scheduler's next job */
 	CS_QUIT,
 	CS_CLOSING,  /* the TCP handle is being closed */
 	CS_DONE,
@@ -49,7 +50,7 @@ enum cstate {
 
 static const char *const cstate_names[] = {
 	"policy", "resolving", "connecting", "greeting", "ehlo", "helo", "starttls", "handshake",
-	"ehlo-tls", "ready", "transaction", "dot", "body", "rset", "quit", "closing", "done",
+	"ehlo-tls", "ready", "transaction", "dot", "body", "rset", "idle", "quit", "closing", "done",
 };
 
 struct mx_host {
@@ -112,6 +113,7 @@ struct smtp_client {
 	bool *accepted;
 	bool body_sent;
 	bool job_local;        /* job failed before anything was sent */
+	bool resumed;          /* the job went out on a connection that had been idle */
 
 	bool used;             /* the connection reached READY: it ends the session */
 	bool aborted;
@@ -123,6 +125,7 @@ static void next_address(struct smtp_client *c);
 static void close_connection(struct smtp_client *c);
 static void session_end(struct smtp_client *c);
 static void on_reply(struct smtp_client *c, const struct smtp_reply *r);
+static void give_back_job(struct smtp_client *c);
 
 static void set_state(struct smtp_client *c, enum cstate st)
 {
@@ -514,13 +517,31 @@ static void take_job(struct smtp_client *c)
 		return;
 	}
 	c->job = c->p.ops.next_job(c->p.arg);
-	if (c->job == NULL) {
-		set_state(c, CS_QUIT);
-		send_cmd(c, "QUIT");
-		arm(c, T_QUIT);
+	if (c->job != NULL) {
+		start_txn(c);
 		return;
 	}
-	start_txn(c);
+	/* Nothing for now: wait a little for the next job on this connection
+	 * (smtp_client_resume), when the scheduler wants that. */
+	int64_t idle = c->p.cfg->delivery.connection_cache_time;
+	if (idle > 0 && c->p.ops.park != NULL && c->p.ops.park(c->p.arg)) {
+		set_state(c, CS_IDLE);
+		arm(c, (unsigned)idle);
+		return;
+	}
+	set_state(c, CS_QUIT);
+	send_cmd(c, "QUIT");
+	arm(c, T_QUIT);
+}
+
+bool smtp_client_resume(struct smtp_client *c)
+{
+	if (c->state != CS_IDLE || c->aborted)
+		return false;
+	uv_timer_stop(&c->timer);
+	c->resumed = true;
+	take_job(c);
+	return true;
 }
 
 static void send_body(struct smtp_client *c)
@@ -541,6 +562,7 @@ static void send_body(struct smtp_client *c)
 static void after_job(struct smtp_client *c)
 {
 	finish_job(c);
+	c->resumed = false; /* the connection is alive: the next job is an ordinary one */
 	/* RSET between transactions on a reused connection (SMTP-16). */
 	set_state(c, CS_RSET);
 	send_cmd(c, "RSET");
@@ -723,6 +745,14 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		/* Service closing: temporary, whatever we were doing. */
 		char text[400];
 		smtp_reply_render(r, text, sizeof(text));
+		if (c->job != NULL && c->resumed && c->nreplied == 0 && !c->body_sent) {
+			/* a cached connection the MX is closing: not tried */
+			log_info("delivery", "id=%s dest=%s mx=%s ip=%s the cached connection was closed (%s): sending on a new one",
+				 c->job->msg->id, c->p.dest->label, c->mx_host, c->mx_ip, text);
+			give_back_job(c);
+			close_connection(c);
+			return;
+		}
 		if (c->job != NULL) {
 			defer_job(c, smtp_reply_status(r), "%s", text);
 			close_connection(c);
@@ -844,6 +874,17 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 	}
 }
 
+/* The job in hand goes back to the scheduler with every recipient still
+ * pending: it was not tried. */
+static void give_back_job(struct smtp_client *c)
+{
+	struct delivery_job *job = c->job;
+	c->job = NULL;
+	for (size_t i = 0; i < job->nrcpts; i++)
+		job->rcpts[i].outcome = RCPT_PENDING;
+	c->p.ops.job_done(c->p.arg, job);
+}
+
 /* A protocol or I/O failure on the connection. */
 static void connection_failed(struct smtp_client *c, const char *status, const char *fmt, ...)
 	SR_PRINTF(3, 4);
@@ -858,7 +899,14 @@ static void connection_failed(struct smtp_client *c, const char *status, const c
 		close_connection(c);
 		return;
 	}
-	if (c->job != NULL) {
+	if (c->job != NULL && c->resumed && c->nreplied == 0 && !c->body_sent) {
+		/* The cached connection was gone before the MX saw the job (it
+		 * timed out idle sessions, say): nothing was tried, so the job
+		 * goes back untouched and leaves again on a new connection. */
+		log_info("delivery", "id=%s dest=%s mx=%s ip=%s the cached connection was gone (%s): sending on a new one",
+			 c->job->msg->id, c->p.dest->label, c->mx_host, c->mx_ip, reason);
+		give_back_job(c);
+	} else if (c->job != NULL) {
 		defer_job(c, status, "%s (%s)", reason, c->mx_host);
 	} else if (c->state < CS_READY) {
 		verdict_set(&c->fail, DECIDE_NEXT_MX, false, status, "%s: %s", c->mx_host, reason);
@@ -911,6 +959,12 @@ static void on_timeout(uv_timer_t *t)
 		c->handshake_failed = true;
 		snprintf(c->handshake_error, sizeof(c->handshake_error), "TLS handshake timed out");
 		handshake_finished(c);
+		return;
+	case CS_IDLE:
+		/* no next job came: the scheduler is told through ops.closed */
+		set_state(c, CS_QUIT);
+		send_cmd(c, "QUIT");
+		arm(c, T_QUIT);
 		return;
 	default:
 		connection_failed(c, "4.4.2", "timeout in state %s", cstate_names[c->state]);
@@ -1409,14 +1463,8 @@ void smtp_client_abort(struct smtp_client *c)
 		uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 		return;
 	}
-	if (c->job != NULL && !c->body_sent) {
-		/* not tried yet: it goes back untouched */
-		struct delivery_job *job = c->job;
-		c->job = NULL;
-		for (size_t i = 0; i < job->nrcpts; i++)
-			job->rcpts[i].outcome = RCPT_PENDING;
-		c->p.ops.job_done(c->p.arg, job);
-	}
+	if (c->job != NULL && !c->body_sent)
+		give_back_job(c); /* not tried yet: it goes back untouched */
 	if (c->state != CS_CLOSING && c->state != CS_DONE)
 		close_connection(c);
 }

@@ -4,6 +4,10 @@
  * order, EHLO (HELO fallback), STARTTLS and the certificate check as the
  * delivery decision (policy/decide.h) says, then deliver jobs one after the
  * other on the same connection until the scheduler has no more, and QUIT.
+ * With [delivery] connection_cache_time set, a session with no job left asks
+ * ops->park() whether to stay: if so it waits that long (after RSET) for
+ * smtp_client_resume(), then QUITs. A job whose connection turns out gone
+ * on resume (no reply to MAIL yet) comes back untried, recipients pending.
  *
  * Jobs come from ops->next_job() once the session is ready; each job comes
  * back through ops->job_done() with every recipient's outcome filled in (or
@@ -68,6 +72,9 @@ struct client_ops {
 	void (*closed)(void *arg);
 	/* optional: called as each connection ends */
 	void (*conn_done)(void *arg, const struct client_facts *f);
+	/* optional: no job now; true = stay open (idle) until resumed, the
+	 * idle time runs out (QUIT) or the MX closes the connection */
+	bool (*park)(void *arg);
 };
 
 struct smtp_client_params {
@@ -83,6 +90,10 @@ struct smtp_client_params {
 };
 
 struct smtp_client *smtp_client_start(const struct smtp_client_params *p);
+
+/* An idle (parked) session takes the next job now; false when it is no
+ * longer idle (quitting, closed or aborted): start another one then. */
+bool smtp_client_resume(struct smtp_client *c);
 
 /* Stops the session now (shutdown): a job in hand comes back with its
  * recipients still pending, unless its message data was already sent. */

@@ -185,6 +185,14 @@ class DeliveryTest(LabCase):
         dns.mx("small.test", "mx1.small.test")
         mx.add("mx1.no8bit.test", eightbitmime=False)
         dns.mx("no8bit.test", "mx1.no8bit.test")
+        # 13: the connection cache: a plain MX; one that drops the second
+        # MAIL without a word, one that answers it 421 (idle sessions closed)
+        mx.add("mx1.cache.test")
+        dns.mx("cache.test", "mx1.cache.test")
+        mx.add("mx1.cachedrop.test", close={"mail": [False, True, False]})
+        dns.mx("cachedrop.test", "mx1.cachedrop.test")
+        mx.add("mx1.cache421.test", reply={"mail": [None, "421 4.4.2 mx1.cache421.test idle too long", None]})
+        dns.mx("cache421.test", "mx1.cache421.test")
 
     # domain -> MX certificate (mx.DOMAIN): lab CA options, or a special case
     CERT_CASES = collections.OrderedDict([
@@ -521,7 +529,8 @@ class DeliveryTest(LabCase):
 
     def test_02c_equal_preference_random(self):
         lab = self.lab
-        r = self.relay()
+        # a new session per message (no connection cache): each one picks an MX
+        r = self.relay(delivery={"connection_cache_time": 0})
         n = 20
         for i in range(n):
             # one at a time, so that every message is a session of its own
@@ -1160,6 +1169,57 @@ class DeliveryTest(LabCase):
     # ===================================================================================
     # 11. SIZE and 8BITMIME: parameters only as advertised, local bounces
     # ===================================================================================
+    def send_one_by_one(self, r, domain, n, tag):
+        """n messages to bob@domain, each waited for at the MX; their ids."""
+        ids = []
+        for i in range(n):
+            ids.append(self.submit(r, "alice-%s@sender.test" % tag, ["bob@" + domain],
+                                   make_msg("%s-%d@sender.test" % (tag, i), "alice-%s@sender.test" % tag,
+                                            ["bob@" + domain])))
+            self.wait_outcome(r, ids[-1], "bob@" + domain, "sent")
+        return ids
+
+    def test_13_connection_cache(self):
+        """[delivery] connection_cache_time: messages that come one after the
+        other go over one connection (RSET between them), which QUITs once
+        it has idled that long; a cached connection that the MX closed (no
+        reply to MAIL, or 421) costs the message nothing: it goes out on a
+        new connection at once, never deferred."""
+        lab = self.lab
+        r = self.relay(delivery={"connection_cache_time": "2s"})
+        t0 = time.monotonic()
+        self.send_one_by_one(r, "cache.test", 3, "cache")
+        sess = lab.mx.sessions("mx1.cache.test")
+        self.assertEqual(len(sess), 1, lab.mx.transcript("mx1.cache.test"))
+        cmds = [c.split(" ")[0].split(":")[0] for c in lab.mx.commands(sess[0])]
+        self.assertEqual(cmds.count("MAIL"), 3, cmds)
+        self.assertEqual(cmds.count("STARTTLS"), 1, cmds)
+        # idle for connection_cache_time, then QUIT; one TLS record for it all
+        wait_for(lambda: "QUIT" in lab.mx.commands(lab.mx.sessions("mx1.cache.test")[0]), 10, 0.1,
+                 "QUIT after the idle time")
+        self.assertGreaterEqual(time.monotonic() - t0, 2.0)
+        conns = wait_for(lambda: self.connections(r, "mx1.cache.test"), 5, 0.1, "the session line")
+        self.assertEqual([c["result"] for c in conns], ["success"])
+        self.assertEqual(len(self.tls_rows(r, "mx1.cache.test")), 1)
+        # the MX drops the cached connection at the next MAIL: a new connection
+        for dom, why in (("cachedrop.test", "gone"), ("cache421.test", "closed")):
+            with self.subTest(dom=dom):
+                ids = self.send_one_by_one(r, dom, 2, "c-" + dom.split(".")[0])
+                for qid in ids:
+                    self.assertEqual([d["status"] for d in self.outcomes(r, qid)], ["sent"],
+                                     "deferred because of a stale cached connection")
+                self.assertRegex(r.log_text(), r"id=%s dest=%s mx=mx1\.%s ip=\S+ the cached connection was %s"
+                                 % (ids[1], re.escape(dom), re.escape(dom), why))
+                sess = lab.mx.sessions("mx1." + dom)
+                self.assertGreaterEqual(len(sess), 2, lab.mx.transcript("mx1." + dom))
+                self.assertEqual(len(lab.mx.messages("mx1." + dom)), 2)
+        # connection_cache_time 0: a session per message, QUIT at once
+        r0 = self.relay(delivery={"connection_cache_time": 0})
+        before = len(lab.mx.sessions("mx1.cache.test"))
+        self.send_one_by_one(r0, "cache.test", 2, "nocache")
+        sess = lab.mx.sessions("mx1.cache.test")[before:]
+        self.assertEqual(len(sess), 2, lab.mx.transcript("mx1.cache.test"))
+
     def test_11_size_and_8bitmime(self):
         lab = self.lab
         r = self.relay()

@@ -233,8 +233,11 @@ class Faults(LabCase):
 
     # ------------------------------------------------------------------ DNS and HTTPS
     def fault_relay(self):
+        # connection_cache_time 0: every attempt looks the destination up
+        # again, rather than reusing the verified connection of the last one
         return self.lab.relay(queue={"retry_schedule": "1s"},
-                              delivery={"dns_timeout": "1s", "connect_timeout": "3s"},
+                              delivery={"dns_timeout": "1s", "connect_timeout": "3s",
+                                        "connection_cache_time": 0},
                               mta_sts={"fetch_timeout": "2s"}, requiretls={"preflight": False},
                               tlsrpt={"enabled": False})
 

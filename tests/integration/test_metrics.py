@@ -153,9 +153,12 @@ class MetricsTest(LabCase):
             dns.mx("fetchfail.test", "mx1.fetchfail.test")
             lab.mta_sts("fetchfail.test", policy={"status": 404, "body": "not here"})
             lab.start()
+            # connection_cache_time 0: one outbound session per message,
+            # so the TLS result counters move by known amounts
             cls.relay = lab.relay(
                 metrics={"listen": "%s:%d" % (lab.ip(0, 1), METRICS_PORT)},
                 queue={"retry_schedule": "1h"},
+                delivery={"connection_cache_time": 0},
                 requiretls={"preflight": False})
             cls.mip, cls.mport = lab.ip(0, 1), METRICS_PORT
             # for test_zz_request_timeout: a client that never sends its request

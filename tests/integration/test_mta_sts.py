@@ -841,9 +841,10 @@ class MtaStsTest(LabCase):
         self.assertEqual(m["tls"]["sni"], "a.b.w2.test")
         d = self.wait_outcome(r, ids["w2.test"], "sent")
         self.assertEqual(d["sts"], "testing")
-        self.assertRegex(r.log_text(), r"(?m)info delivery: dest=w2\.test mx=a\.b\.w2\.test ip=%s "
-                         r"sts=testing enforce mode would refuse this MX: the MX does not match the policy$"
-                         % re.escape(lab.mx.addr("a.b.w2.test")[0]))
+        # logged as the connection ends (after [delivery] connection_cache_time)
+        r.wait_log(r"(?m)info delivery: dest=w2\.test mx=a\.b\.w2\.test ip=%s "
+                   r"sts=testing enforce mode would refuse this MX: the MX does not match the policy$"
+                   % re.escape(lab.mx.addr("a.b.w2.test")[0]))
         rows = wait_for(lambda: self.tls_rows(r, "w2.test"), 5, what="tls_sessions row for w2.test")
         self.assertEqual([(x["mx_host"], x["result_type"], x["detail"], x["verified"]) for x in rows],
                          [("a.b.w2.test", "validation-failure", "mx-not-in-policy", 1)])
