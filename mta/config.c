@@ -130,6 +130,7 @@ static const struct key_def keys[] = {
 	  .flags = KF_DOMAINS },
 	{ SEC_SERVER, "sender_domains", KT_STRLIST, OFF(server.sender_domains), .def = "",
 	  .flags = KF_DOMAINS },
+	{ SEC_SERVER, "postmaster", KT_STRING, OFF(server.postmaster), .def = "" },
 	{ SEC_SERVER, "max_connections_per_client", KT_UINT,
 	  OFF(server.max_connections_per_client), .def = "50", .min = 1, .max = 1000000 },
 	{ SEC_SERVER, "max_messages_per_minute", KT_UINT, OFF(server.max_messages_per_minute),
@@ -1502,6 +1503,20 @@ static int validate_server(const struct config *cfg, char *err, size_t errlen)
 	if (sub != NULL && !str_set(cfg->auth.users_file))
 		return verr(cfg, err, errlen, "server", sub,
 			    "%s needs [auth] users_file (clients there must authenticate)", sub);
+	if (str_set(s->postmaster)) {
+		/* local@domain: one '@', a plain dot-atom-ish local part, a domain */
+		const char *at = strchr(s->postmaster, '@');
+		/* RFC 5321 4.5.3.1: local part 64, path 256 octets with the <> */
+		bool ok = at != NULL && at != s->postmaster && strchr(at + 1, '@') == NULL &&
+			  (size_t)(at - s->postmaster) <= 64 && strlen(s->postmaster) <= 254 &&
+			  is_domain(at + 1);
+		for (const char *p = s->postmaster; ok && p < at; p++)
+			ok = (unsigned char)*p > ' ' && (unsigned char)*p < 0x7f &&
+			     strchr("<>()[]\\,;:\"", *p) == NULL;
+		if (!ok)
+			return verr(cfg, err, errlen, "server", "postmaster",
+				    "postmaster \"%s\" is not an address (local@domain)", s->postmaster);
+	}
 	if (s->user != NULL && strchr(s->user, ':') != NULL)
 		return verr(cfg, err, errlen, "server", "user", "user \"%s\" is not a user name",
 			    s->user);

@@ -88,6 +88,7 @@ struct config_server {
 	size_t nsubmission_tls_listen;
 	struct strlist accept_domains;  /* lower case */
 	struct strlist sender_domains;  /* unauthenticated relay senders; empty = any */
+	char *postmaster;               /* where RCPT TO:<postmaster> goes; "" = refused */
 	unsigned max_connections_per_client; /* per client IP; default 50 */
 	unsigned max_messages_per_minute;    /* per client IP; 0 = no limit */
 	unsigned limit_prefix_v4;       /* the two limits above count per /N; default 32 */

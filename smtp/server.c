@@ -807,6 +807,7 @@ static void build_session_configs(struct smtp_server *srv)
 			.submission = k != LK_SMTP,
 			.auth_available = k != LK_SMTP && srv->users != NULL,
 			.sender_domains = &cfg->server.sender_domains,
+			.postmaster = cfg->server.postmaster,
 			.message_allowed = cfg->server.max_messages_per_minute ? message_allowed : NULL,
 			.space_available = cfg->queue.min_free_space ? space_available : NULL,
 			.hook_arg = srv,

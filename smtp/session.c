@@ -408,17 +408,35 @@ static enum smtp_action do_rcpt(struct smtp_session *s, struct smtp_cmd *cmd, st
 		reply(out, "501 5.1.3 Bad recipient address syntax: empty address");
 		return client_error(s, out);
 	}
+	/* RFC 5321 4.5.1: "<Postmaster>" without a domain must be accepted,
+	 * from anyone; this relay has no mailboxes, so it goes on to
+	 * [server] postmaster when that is set. */
+	bool postmaster = false;
+	char pm[SMTP_MAX_PATH + 1];
 	if (cmd->path.domain[0] == '\0') {
-		/* "<postmaster>": this relay has no local mailboxes. */
-		reply(out, "550 5.1.1 <%s>: this relay has no local mailboxes; use an address with a domain",
-		      cmd->path.addr);
-		return SMTP_ACT_NONE;
+		const char *to = s->cfg->postmaster;
+		bool is_pm = str_ieq(cmd->path.addr, "postmaster");
+		if (!is_pm || to == NULL || to[0] == '\0') {
+			if (is_pm)
+				log_info("smtpd", "id=%s client=%s RCPT <postmaster> refused: [server] postmaster is not set",
+					 s->qid, s->client_addr);
+			reply(out, "550 5.1.1 <%s>: this relay has no local mailboxes; use an address with a domain",
+			      cmd->path.addr);
+			return SMTP_ACT_NONE;
+		}
+		snprintf(pm, sizeof(pm), "%s", to);
+		log_info("smtpd", "id=%s client=%s RCPT <postmaster> goes to <%s> ([server] postmaster)",
+			 s->qid, s->client_addr, pm);
+		cmd->path.addr = pm;
+		cmd->path.domain = strrchr(pm, '@') + 1; /* validated: local@domain */
+		postmaster = true;
 	}
 	if (cmd->path.has_utf8 && !(s->flags & MSG_SMTPUTF8)) {
 		reply(out, "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8 in MAIL FROM");
 		return client_error(s, out);
 	}
-	if (!s->client_trusted && s->auth_user[0] == '\0' && !accepted_domain(s, cmd->path.domain)) {
+	if (!postmaster && !s->client_trusted && s->auth_user[0] == '\0' &&
+	    !accepted_domain(s, cmd->path.domain)) {
 		char from[300], to[300];
 		log_warn("smtpd", "id=%s client=%s relay denied from=<%s> to=<%s>", s->qid,
 			 s->client_addr, s->sender[0] ? str_quote(from, sizeof(from), s->sender) : "",

@@ -61,6 +61,8 @@ struct smtp_session_config {
 	bool submission;
 	/* A users file is loaded: offer AUTH PLAIN LOGIN inside TLS. */
 	bool auth_available;
+	/* Where "RCPT TO:<postmaster>" (no domain) goes; NULL or "": refused. */
+	const char *postmaster;
 	/* Unauthenticated relay clients may only use these sender domains
 	 * (NULL or empty: any). */
 	const struct strlist *sender_domains;

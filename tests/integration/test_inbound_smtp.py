@@ -488,6 +488,37 @@ class InboundSMTP(RelayCase):
                                   relayed: [("queued", "carol@foreign.test")]})
         self.assertEqual(len(re.findall(r"relay denied", r.log_text())), 5)
 
+    def test_postmaster_without_domain(self):
+        """RFC 5321 4.5.1: "RCPT TO:<Postmaster>" with [server] postmaster set
+        is accepted from any client (also one that may not relay) and
+        queued for that address; without it, refused (no mailboxes here)."""
+        trusted, untrusted = self.lab.ip(0, 200), self.lab.ip(0, 201)
+        r = self.relay(server={"relay_networks": trusted + "/32",
+                               "postmaster": "hostmaster@admin.example.test"})
+        mark = r.log_mark()
+        rc, out = self.swaks(r, "--local-interface", untrusted, "--to", "PostMaster",
+                             "--from", "a@client.test")
+        self.assertEqual(rc, 0, out)
+        qid = re.search(r"queued as (%s)" % QID_RE, out).group(1)
+        self.assertEqual({m["id"]: m["rcpts"] for m in self.queue_list(r)},
+                         {qid: [("queued", "hostmaster@admin.example.test")]})
+        r.wait_log(r"client=%s RCPT <postmaster> goes to <hostmaster@admin\.example\.test> "
+                   r"\(\[server\] postmaster\)" % re.escape(untrusted), start=mark)
+        # the same client still may not relay elsewhere
+        c = self.raw(r, source=untrusted)
+        c.cmd("EHLO client.test")
+        self.assert_reply(c.cmd("MAIL FROM:<a@client.test>"), 250)
+        self.assert_reply(c.cmd("RCPT TO:<bob@admin.example.test>"), 554, "5.7.1")
+        self.assert_reply(c.cmd("QUIT"), 221)
+        # not set: refused, and the log says why
+        r2 = self.relay()
+        c = self.raw(r2)
+        c.cmd("EHLO client.test")
+        self.assert_reply(c.cmd("MAIL FROM:<a@client.test>"), 250)
+        self.assert_reply(c.cmd("RCPT TO:<postmaster>"), 550, "5.1.1")
+        self.assert_reply(c.cmd("QUIT"), 221)
+        r2.wait_log(r"RCPT <postmaster> refused: \[server\] postmaster is not set")
+
     # ------------------------------------------------------------------ pipelining
     def test_pipelining_replies_in_order(self):
         trusted, untrusted = self.lab.ip(0, 200), self.lab.ip(0, 201)

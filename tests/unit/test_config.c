@@ -969,6 +969,30 @@ static void test_validate(void)
 			      "t.conf:4: dkim_selector is set but dkim_domain is not (DKIM signing "
 			      "needs dkim_domain, dkim_selector and dkim_key)");
 
+	/* [server] postmaster: an address or nothing */
+	CHECK_INT(validate_text("[server]\nhostname = relay.example.org\npostmaster = "
+				"hostmaster+relay@example.org\n", NULL, err), 0);
+	static const char *const bad_pm[] = { "postmaster", "@example.org", "a@b@example.org",
+					      "a b@example.org", "<a@example.org>", "a@example..org",
+					      "a@" };
+	/* 64 + 1 + 190 = 255 octets: one more than a path holds */
+	char longpm[400];
+	snprintf(longpm, sizeof(longpm), "[server]\nhostname = relay.example.org\npostmaster = %.64s@%.63s.%.63s.%.62s\n",
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		 "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+		 "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+		 "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd");
+	CHECK_INT(validate_text(longpm, NULL, err), -1);
+	CHECK(strstr(err, "is not an address") != NULL);
+	for (size_t i = 0; i < sizeof(bad_pm) / sizeof(bad_pm[0]); i++) {
+		char text[200], want[200];
+		snprintf(text, sizeof(text), "[server]\nhostname = relay.example.org\npostmaster = \"%s\"\n",
+			 bad_pm[i]);
+		snprintf(want, sizeof(want), "t.conf:3: postmaster \"%s\" is not an address (local@domain)",
+			 bad_pm[i]);
+		expect_validate_error(text, NULL, want);
+	}
+
 	/* A 64-byte label is too long; 63 is fine. */
 	char host[200];
 	snprintf(host, sizeof(host), "[server]\nhostname = %.63s.example\n",

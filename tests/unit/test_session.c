@@ -195,6 +195,20 @@ static void test_relay_control(void)
 	CHECK_REPLY("RCPT TO:<b@ACCEPTED.test>", "250 2.1.5");
 	CHECK_REPLY("RCPT TO:<postmaster>", "550 5.1.1");
 	finish();
+	/* RFC 5321 4.5.1: with [server] postmaster set, "<Postmaster>" is
+	 * accepted from anyone, and goes there; other bare names still not */
+	struct smtp_session_config pmcfg = cfg;
+	pmcfg.postmaster = "hostmaster@admin.example";
+	buf_init(&out, 0);
+	smtp_session_init(&s, &pmcfg, "192.0.2.7", false);
+	cmd("EHLO c");
+	CHECK_REPLY("MAIL FROM:<a@example.org>", "250 ");
+	CHECK_REPLY("RCPT TO:<PostMaster>", "250 2.1.5");
+	CHECK_REPLY("RCPT TO:<bob>", "501 5.1.3");
+	CHECK_REPLY("RCPT TO:<b@example.net>", "554 5.7.1");
+	REQUIRE(s.rcpts.n == 1);
+	CHECK_STR(s.rcpts.v[0], "hostmaster@admin.example");
+	finish();
 	start(true);
 	cmd("EHLO c");
 	cmd("MAIL FROM:<a@example.org>");
