@@ -325,47 +325,40 @@ static int start_services(struct daemon *d, SSL_CTX *tls_ctx, struct userdb *use
 	char err[512];
 	if (store_open(&d->store, &d->loop, cfg->queue.state_dir, err, sizeof(err)) < 0) {
 		log_error("main", "queue: %s", err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	d->purge = purge_start(&d->loop, d->store, cfg->tlsrpt.retention);
 	struct metrics_params mparams = { cfg, &d->server, &d->stopping };
 	if (metrics_start(&d->metrics, &mparams, err, sizeof(err)) < 0) {
 		log_error("main", "%s", err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	if (resolver_new(&d->resolver, &d->loop, cfg->delivery.dns_servers,
 			 cfg->delivery.ndns_servers, (unsigned)cfg->delivery.dns_timeout * 1000,
 			 DNS_TRIES, err, sizeof(err)) < 0) {
 		log_error("main", "DNS resolver: %s", err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	d->client_ctx = tls_client_ctx_new(cfg->delivery.ca_file, err, sizeof(err));
 	if (d->client_ctx == NULL) {
 		log_error("main", "%s: %s", config_origin(cfg, "delivery", "ca_file"), err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	if (https_client_new(&d->https, &d->loop, d->resolver, cfg->delivery.ca_file, err,
 			     sizeof(err)) < 0) {
 		log_error("main", "HTTPS client: %s", err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	if (mtasts_new(&d->mtasts, &d->loop, cfg, d->resolver, d->https, d->store, err,
 		       sizeof(err)) < 0) {
 		log_error("main", "MTA-STS: %s", err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	if (scheduler_start(&d->scheduler, &d->loop, cfg, d->store, d->resolver,
 			    cfg->mta_sts.enabled ? d->mtasts : NULL, d->client_ctx, err,
 			    sizeof(err)) < 0) {
 		log_error("main", "scheduler: %s", err);
-		userdb_destroy(users);
-		return -1;
+		goto fail;
 	}
 	d->preflight = preflight_new(&d->loop, cfg, d->resolver,
 				     cfg->mta_sts.enabled ? d->mtasts : NULL);
@@ -396,6 +389,9 @@ static int start_services(struct daemon *d, SSL_CTX *tls_ctx, struct userdb *use
 		return -1;
 	}
 	return 0;
+fail:
+	userdb_destroy(users); /* not handed to the server yet */
+	return -1;
 }
 
 int daemon_serve(const struct config *cfg)

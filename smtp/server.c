@@ -165,13 +165,20 @@ static void conn_free(struct conn *c)
 	server_maybe_done(srv);
 }
 
+/* A closing connection is freed once both handles are closed and neither
+ * the store nor a password check still refers to it; each of those calls
+ * this as it lets go. */
+static void conn_release(struct conn *c)
+{
+	if (c->open_handles == 0 && !c->store_pending && c->auth == NULL)
+		conn_free(c);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
 	struct conn *c = h->data;
-	/* Free only when both handles are closed and neither the store nor
-	 * a password check still refers to us. */
-	if (--c->open_handles == 0 && !c->store_pending && c->auth == NULL)
-		conn_free(c);
+	c->open_handles--;
+	conn_release(c);
 }
 
 static void conn_close(struct conn *c)
@@ -402,8 +409,7 @@ static void on_stored(void *arg, int status, const char *error)
 		if (status == 0)
 			log_warn("smtpd", "id=%s client=%s stored, but the client disconnected before the 250: it may send the message again",
 				 qid, c->peer);
-		if (c->open_handles == 0 && c->auth == NULL)
-			conn_free(c);
+		conn_release(c);
 		return;
 	}
 	if (status != 0)
@@ -488,8 +494,7 @@ static void auth_work_done(uv_work_t *req, int status)
 	free(w);
 	c->auth = NULL;
 	if (c->closing) {
-		if (c->open_handles == 0 && !c->store_pending)
-			conn_free(c);
+		conn_release(c);
 		return;
 	}
 	enum smtp_auth_result r;
