@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,7 +450,6 @@ struct metrics {
 	const bool *stopping;
 	uv_tcp_t listener;
 	bool listener_open;   /* initialised and not yet closed */
-	bool loopback;        /* the listen address is a loopback one */
 	bool stopped;         /* metrics_stop called (or start failed) */
 	sqlite3 *db;
 	sqlite3_stmt *st_rcpts, *st_msgs, *st_health;
@@ -869,10 +869,8 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	struct sockaddr_storage ss;
 	int sslen = sizeof(ss);
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
-		uint16_t port;
-		sockaddr_format((struct sockaddr *)&ss, c->peer, sizeof(c->peer), &port);
-	}
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0)
+		sockaddr_format((struct sockaddr *)&ss, c->peer, sizeof(c->peer), NULL);
 	if (m->nclients > METRICS_MAX_CLIENTS) {
 		log_warn("metrics", "client=%s refused: %d clients already", c->peer,
 			 METRICS_MAX_CLIENTS);
@@ -898,9 +896,7 @@ static bool is_loopback(const struct sockaddr_storage *ss)
 		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
 		return ((const unsigned char *)&a->sin_addr)[0] == 127;
 	}
-	const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-	static const unsigned char loop6[16] = { [15] = 1 };
-	return memcmp(&a->sin6_addr, loop6, 16) == 0;
+	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
 static int prepare(struct metrics *m, const char *sql, sqlite3_stmt **st, char *err, size_t errlen)
@@ -949,7 +945,9 @@ int metrics_bind(struct metrics **out, uv_loop_t *loop, const struct config *cfg
 		start_failed(m);
 		return -1;
 	}
-	m->loopback = is_loopback(&ss);
+	if (!is_loopback(&ss))
+		log_warn("metrics", "%s is not a loopback address: anyone who can reach it can read /metrics",
+			 m->name);
 	*out = m;
 	return 0;
 }
@@ -982,9 +980,6 @@ int metrics_start(struct metrics **mp, const struct metrics_params *p, char *err
 		     config_origin(p->cfg, "metrics", "listen"), m->name, uv_strerror(r));
 		goto fail;
 	}
-	if (!m->loopback)
-		log_warn("metrics", "%s is not a loopback address: anyone who can reach it can read /metrics",
-			 m->name);
 	log_info("metrics", "metrics listening on %s paths=/metrics,/healthz", m->name);
 	return 0;
 fail:
