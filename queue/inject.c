@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "smtp/parse.h"
 
 /* --- the command line ------------------------------------------------------ */
@@ -723,8 +725,6 @@ static void put_display_name(struct buf *out, const char *name)
 	}
 	if (!ascii) {
 		/* RFC 2047 B encoding; invalid UTF-8 becomes '?' first */
-		static const char b64[] =
-			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 		struct buf clean;
 		buf_init(&clean, 0);
 		for (size_t i = 0; i < n;) {
@@ -738,20 +738,11 @@ static void put_display_name(struct buf *out, const char *name)
 				i += k;
 			}
 		}
-		buf_puts(out, "=?UTF-8?B?");
-		const unsigned char *s = (const unsigned char *)clean.data;
-		for (size_t i = 0; i < clean.len; i += 3) {
-			uint32_t v = (uint32_t)s[i] << 16;
-			if (i + 1 < clean.len)
-				v |= (uint32_t)s[i + 1] << 8;
-			if (i + 2 < clean.len)
-				v |= s[i + 2];
-			buf_putc(out, b64[(v >> 18) & 63]);
-			buf_putc(out, b64[(v >> 12) & 63]);
-			buf_putc(out, i + 1 < clean.len ? b64[(v >> 6) & 63] : '=');
-			buf_putc(out, i + 2 < clean.len ? b64[v & 63] : '=');
-		}
-		buf_puts(out, "?=");
+		char *enc = xmalloc(4 * ((clean.len + 2) / 3) + 1);
+		EVP_EncodeBlock((unsigned char *)enc, (const unsigned char *)clean.data,
+				(int)clean.len);
+		buf_printf(out, "=?UTF-8?B?%s?=", enc);
+		free(enc);
 		buf_free(&clean);
 		return;
 	}

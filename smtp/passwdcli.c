@@ -80,12 +80,8 @@ int passwdcli_main(int argc, char **argv)
 	if (argc > 2)
 		return cli_usage_error("passwd", "unexpected argument \"%s\"", argv[2]);
 	const char *user = argv[1];
-	size_t ulen = strlen(user);
-	bool bad = ulen == 0 || ulen > SASL_MAX_FIELD;
-	for (const char *p = user; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ':' || *p == ' ' || *p == '#')
-			bad = true;
-	if (bad)
+	/* blanks and '#' would not survive the users file's trimming and comments */
+	if (!sasl_valid_user(user, strlen(user)) || strpbrk(user, " #") != NULL)
 		return cli_usage_error("passwd", "\"%s\" is not a usable user name (1 to %d octets; no blanks, ':', '#' or control characters)",
 				       user, SASL_MAX_FIELD);
 	char pw[SASL_MAX_FIELD + 2], again[SASL_MAX_FIELD + 2];

@@ -4,9 +4,6 @@
 #include <stdbool.h>
 #include <string.h>
 
-static const char b64_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 static int b64_value(char c)
 {
 	if (c >= 'A' && c <= 'Z')
@@ -62,24 +59,7 @@ long sasl_base64_decode(const char *in, unsigned char *out, size_t outlen)
 	return (long)o;
 }
 
-void sasl_base64_encode(const unsigned char *in, size_t n, char *out)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned long t = (unsigned long)in[i] << 16;
-		if (i + 1 < n)
-			t |= (unsigned long)in[i + 1] << 8;
-		if (i + 2 < n)
-			t |= in[i + 2];
-		out[o++] = b64_alphabet[(t >> 18) & 63];
-		out[o++] = b64_alphabet[(t >> 12) & 63];
-		out[o++] = i + 1 < n ? b64_alphabet[(t >> 6) & 63] : '=';
-		out[o++] = i + 2 < n ? b64_alphabet[t & 63] : '=';
-	}
-	out[o] = '\0';
-}
-
-static bool valid_user(const char *u, size_t n)
+bool sasl_valid_user(const char *u, size_t n)
 {
 	if (n == 0 || n > SASL_MAX_FIELD)
 		return false;
@@ -110,7 +90,7 @@ enum sasl_status sasl_plain_decode(const char *b64, char user[SASL_MAX_FIELD + 1
 	const unsigned char *pw = z2 + 1;
 	size_t zlen = (size_t)(z1 - raw), ulen = (size_t)(z2 - authcid), plen = (size_t)(end - pw);
 	if (memchr(pw, '\0', plen) != NULL || plen == 0 || plen > SASL_MAX_FIELD ||
-	    !valid_user((const char *)authcid, ulen))
+	    !sasl_valid_user((const char *)authcid, ulen))
 		return SASL_BAD_FORMAT;
 	if (zlen > 0 && (zlen != ulen || memcmp(raw, authcid, ulen) != 0))
 		return SASL_AUTHZID;
@@ -130,7 +110,7 @@ enum sasl_status sasl_login_decode(const char *b64, char out[SASL_MAX_FIELD + 1]
 	size_t len = (size_t)n;
 	if (len == 0 || len > SASL_MAX_FIELD || memchr(raw, '\0', len) != NULL)
 		return SASL_BAD_FORMAT;
-	if (is_user && !valid_user((const char *)raw, len))
+	if (is_user && !sasl_valid_user((const char *)raw, len))
 		return SASL_BAD_FORMAT;
 	memcpy(out, raw, len);
 	out[len] = '\0';

@@ -12,6 +12,7 @@
 #ifndef STRICTRELAY_SMTP_SASL_H
 #define STRICTRELAY_SMTP_SASL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define SASL_MAX_FIELD 255
@@ -30,8 +31,9 @@ enum sasl_status {
  */
 long sasl_base64_decode(const char *in, unsigned char *out, size_t outlen);
 
-/* Encodes n octets; out needs 4 * ((n + 2) / 3) + 1 bytes. */
-void sasl_base64_encode(const unsigned char *in, size_t n, char *out);
+/* A user name we can store and check: 1 to SASL_MAX_FIELD octets, no
+ * control characters and no ':' (it ends the name in the users file). */
+bool sasl_valid_user(const char *u, size_t n);
 
 /* PLAIN: base64 of [authzid] NUL authcid NUL passwd. */
 enum sasl_status sasl_plain_decode(const char *b64, char user[SASL_MAX_FIELD + 1],

@@ -165,8 +165,8 @@ int userdb_hash(const char *password, char *out, size_t outlen, char *err, size_
 		return -1;
 	}
 	char salt[64], key[64];
-	sasl_base64_encode(ph.salt, ph.salt_len, salt);
-	sasl_base64_encode(ph.key, ph.key_len, key);
+	EVP_EncodeBlock((unsigned char *)salt, ph.salt, (int)ph.salt_len);
+	EVP_EncodeBlock((unsigned char *)key, ph.key, (int)ph.key_len);
 	int n = snprintf(out, outlen, "$scrypt$ln=%u,r=%u,p=%u$%s$%s", ph.ln, ph.r, ph.p, salt, key);
 	OPENSSL_cleanse(&ph, sizeof(ph));
 	if (n < 0 || (size_t)n >= outlen) {

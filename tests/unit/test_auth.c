@@ -1,5 +1,7 @@
 /* Unit tests for smtp/sasl.c, smtp/userdb.c and smtp/clients.c: SMTP AUTH
  * decoding, password hashes, the users file and per-client limits. */
+#include <openssl/evp.h>
+
 #include "smtp/clients.h"
 #include "smtp/sasl.h"
 #include "smtp/userdb.h"
@@ -23,7 +25,7 @@ static void test_base64(void)
 	char enc[16];
 	for (size_t n = 0; n <= 5; n++) {
 		const unsigned char src[] = "\x00\xff\x10xy";
-		sasl_base64_encode(src, n, enc);
+		EVP_EncodeBlock((unsigned char *)enc, src, (int)n);
 		CHECK_INT(sasl_base64_decode(enc, out, sizeof(out)), (long)n);
 		CHECK(memcmp(out, src, n) == 0);
 	}
@@ -55,7 +57,7 @@ static void test_plain_login(void)
 	raw[301] = '\0';
 	raw[302] = 'p';
 	char enc[512];
-	sasl_base64_encode(raw, 303, enc);
+	EVP_EncodeBlock((unsigned char *)enc, raw, 303);
 	CHECK_INT(sasl_plain_decode(enc, user, pass), SASL_BAD_FORMAT); /* too long */
 	CHECK_INT(sasl_login_decode("YWxpY2U=", user, 1), SASL_OK);
 	CHECK_STR(user, "alice");
