@@ -200,6 +200,7 @@ struct command {
 	const char *name;
 	const char *help;
 	bool needs_config;
+	/* NULL: run from main.c before cli_main (sendmail); listed for help */
 	int (*run)(const struct config *cfg, int argc, char **argv);
 };
 
@@ -247,7 +248,7 @@ static const struct command commands[] = {
 	{ "policy", policy_help, true, pcli_main },
 	{ "send", sendcli_help, false, run_send },
 	{ "passwd", passwdcli_help, false, run_passwd },
-	{ "sendmail", sendmail_help, true, sendmail_command },
+	{ "sendmail", sendmail_help, false, NULL },
 	{ "tlsrpt", tcli_help, true, tcli_main },
 	{ "version", NULL, false, run_version },
 };
@@ -323,7 +324,7 @@ int cli_main(int argc, char **argv, char **envp)
 		free(rest);
 		return EXIT_USAGE;
 	}
-	if (help || (nrest > 1 && is_help(rest[1]))) {
+	if (help || (nrest > 1 && is_help(rest[1])) || cmd->run == NULL) {
 		fputs(cmd->help ? cmd->help : main_help, stdout);
 		free(rest);
 		return EXIT_OK;

@@ -266,13 +266,6 @@ static int read_message(struct inject_reader *r, struct buf *out)
 /* The command line is parsed; cfg is loaded. */
 static int run(const struct config *cfg, const struct inject_opts *o)
 {
-	if (o->mode == INJECT_MODE_HELP) {
-		fputs(sendmail_help, stdout);
-		return 0;
-	}
-	if (o->mode == INJECT_MODE_NOTHING)
-		return 0;
-
 	char err[600];
 	uid_t uid = getuid();
 	const struct passwd *pw = getpwuid(uid);
@@ -441,21 +434,6 @@ out:
 	strlist_free(&args);
 	buf_free(&msg);
 	return status;
-}
-
-int sendmail_command(const struct config *cfg, int argc, char **argv)
-{
-	struct inject_opts o;
-	char err[400];
-	if (inject_parse_args(&o, argc, argv, 1, err, sizeof(err)) < 0) {
-		inject_opts_free(&o);
-		fail(0, "%s", err);
-		fputs("Run `strictrelay sendmail --help` for usage.\n", stderr);
-		return EX_USAGE;
-	}
-	int rc = run(cfg, &o);
-	inject_opts_free(&o);
-	return rc;
 }
 
 int sendmail_main(int argc, char **argv, char **envp)

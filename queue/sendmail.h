@@ -35,11 +35,8 @@ extern const char sendmail_help[];
  */
 bool sendmail_invoked(int argc, char **argv);
 
-/* The whole command for such an argv (main.c); returns the exit status. */
+/* The whole command for such an argv (main.c, before cli_main, which only
+ * shows its help); returns the exit status. */
 int sendmail_main(int argc, char **argv, char **envp);
-
-/* For the command table of cli.c, with the configuration already loaded:
- * argv[0] is "sendmail". */
-int sendmail_command(const struct config *cfg, int argc, char **argv);
 
 #endif
